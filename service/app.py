@@ -1,0 +1,112 @@
+"""The app factory: every resource is opened and closed in its own cleanup context, in order.
+
+storage (SQLite: writer and reader connections, migrations) -> redis -> writer and relay tasks.
+A context's cleanup runs only if it started, so a failed start-up closes exactly what opened.
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets as random
+from collections.abc import AsyncIterator
+
+import aiosqlite
+import redis.asyncio as redis
+from aiohttp import web
+
+from contract.streams import Streams
+from service.auth import Authenticator
+from service.errors import error_middleware
+from service.keyring import KeyRing
+from service.relay import OutboxRelay
+from service.routes import engine, health, projects, secrets
+from service.settings import Settings
+from service.state import AUTH, KEYRING, ORIGIN, READER, REDIS, RELAY, SETTINGS, WRITER
+from service.store.db import connect
+from service.store.migrations import migrate
+from service.store.writer import Writer, flush_cleanup
+
+log = logging.getLogger("service")
+CLEANUP_IDLE_S = 1.0
+
+
+async def _instance_id(conn: aiosqlite.Connection) -> str:
+    """A random id made once per database, stamped on its events as their origin."""
+    await conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)", (random.token_hex(8),))
+    async with conn.execute("SELECT value FROM meta WHERE key = 'instance_id'") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    writer_conn = await connect(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:
+        await migrate(writer_conn)
+        app[ORIGIN] = await _instance_id(writer_conn)
+        reader = await connect(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms, readonly=True)
+    except BaseException:
+        await writer_conn.close()
+        raise
+    app[READER] = reader
+    app[AUTH] = Authenticator(reader, settings.admin_token)
+    app[WRITER] = Writer(writer_conn, on_commit=lambda entries: app[RELAY].committed(entries))
+    await app[WRITER].start()
+    yield
+    await reader.close()
+    await writer_conn.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    client = redis.Redis.from_url(app[SETTINGS].redis_url, socket_connect_timeout=2, socket_timeout=5)
+    app[REDIS] = client
+    yield
+    await client.aclose()
+
+
+async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, writer = app[SETTINGS], app[WRITER]
+    relay = OutboxRelay(
+        app[REDIS], Streams(settings.stream_prefix).events, app[ORIGIN], settings.events_maxlen, writer.mark_published
+    )
+    app[RELAY] = relay
+    await relay.load_unpublished(app[READER])
+    tasks = [
+        asyncio.create_task(writer.run(), name="writer"),
+        asyncio.create_task(relay.run(), name="relay"),
+        asyncio.create_task(_idle_cleanup(writer), name="outbox-cleanup"),
+    ]
+    yield
+    await _drain(app)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _idle_cleanup(writer: Writer) -> None:
+    """Published outbox rows go with the next batch; when no batch comes, with an empty one."""
+    while True:
+        await asyncio.sleep(CLEANUP_IDLE_S)
+        if writer.cleanup_due:
+            await flush_cleanup(writer)
+
+
+async def _drain(app: web.Application, timeout_s: float = 2.0) -> None:
+    """On shutdown give the relay a moment to publish what was committed (the outbox keeps the rest)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while app[RELAY].backlog and loop.time() < deadline:  # noqa: ASYNC110 - bounded wait, no event to await
+        await asyncio.sleep(0.01)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[KEYRING] = KeyRing(settings.master_keys)
+    app.cleanup_ctx.extend([storage_ctx, redis_ctx, tasks_ctx])
+    for module in (health, projects, secrets, engine):
+        app.router.add_routes(module.routes)
+    return app

@@ -1,0 +1,88 @@
+"""Bearer tokens: who is calling, and may they touch this project.
+
+Tokens are random and long, so a SHA-256 of each is what is stored and looked up; the admin
+token from the environment is compared in constant time. A token of another project gets a
+404, so nobody learns whether a project exists.
+"""
+
+import enum
+import hashlib
+import hmac
+import secrets as random_tokens
+
+import aiosqlite
+import msgspec
+from aiohttp import web
+
+from contract.config import Secret
+from service.errors import Forbidden, NotFound, Unauthorized
+from service.store.projects import NewToken, find_token
+
+
+class Scope(enum.StrEnum):
+    ADMIN = "admin"
+    DASHBOARD = "dashboard"
+    ENGINE = "engine"
+
+
+TOKEN_PREFIX = {Scope.DASHBOARD: "bsd_", Scope.ENGINE: "bse_"}
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    scope: Scope
+    token_id: str
+    project_id: str | None = None
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def mint_token(scope: Scope) -> tuple[str, NewToken]:
+    """A new token, shown once, and the row that stores its hash."""
+    token = TOKEN_PREFIX[scope] + random_tokens.token_urlsafe(32)
+    token_id = random_tokens.token_hex(6)
+    return token, NewToken(hash=hash_token(token), token_id=token_id, scope=scope.value)
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <token>'", code="missing_token")
+    return token.strip()
+
+
+class Authenticator:
+    """Resolves tokens to principals; remembers what it looked up (tokens change only here)."""
+
+    def __init__(self, reader: aiosqlite.Connection, admin_token: Secret | None) -> None:
+        self._reader = reader
+        self._admin_hash = hash_token(admin_token.reveal()) if admin_token else None
+        self._known: dict[bytes, Principal] = {}
+
+    async def principal(self, request: web.Request) -> Principal:
+        token_hash = hash_token(bearer_token(request))
+        if self._admin_hash is not None and hmac.compare_digest(token_hash, self._admin_hash):
+            return Principal(scope=Scope.ADMIN, token_id="admin")  # noqa: S106 - an id, not a secret
+        known = self._known.get(token_hash)
+        if known is not None:
+            return known
+        row = await find_token(self._reader, token_hash)
+        if row is None:
+            raise Unauthorized("unknown token", code="invalid_token")
+        principal = Principal(scope=Scope(row.scope), token_id=row.token_id, project_id=row.project_id)
+        self._known[token_hash] = principal
+        return principal
+
+    def forget_project(self, project_id: str) -> None:
+        for token_hash in [h for h, p in self._known.items() if p.project_id == project_id]:
+            del self._known[token_hash]
+
+    async def require(self, request: web.Request, scope: Scope, project_id: str | None = None) -> Principal:
+        principal = await self.principal(request)
+        if principal.scope is not scope:
+            raise Forbidden(f"this route needs the {scope.value} token", code="wrong_token_scope")
+        if project_id is not None and principal.project_id != project_id:
+            raise NotFound("no such project", code="project_not_found")
+        return principal

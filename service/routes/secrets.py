@@ -1,0 +1,70 @@
+"""Backend Secrets for the dashboard: metadata, overwrite and delete. A value never comes back."""
+
+import msgspec
+from aiohttp import web
+
+from contract.sealing import seal
+from service.auth import Scope
+from service.bodies import read_json
+from service.responses import json_response
+from service.state import AUTH, KEYRING, READER, WRITER
+from service.store import secrets as store
+from service.store.projects import project_wrapped_key
+from service.validation import if_match_version, valid_name, valid_value
+
+routes = web.RouteTableDef()
+
+
+class PutSecret(msgspec.Struct, forbid_unknown_fields=True):
+    value: str
+
+    def __repr__(self) -> str:
+        return "PutSecret(value=<hidden>)"
+
+
+def _etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+async def _dashboard_project(request: web.Request) -> str:
+    project_id = request.match_info["project"]
+    await request.app[AUTH].require(request, Scope.DASHBOARD, project_id)
+    return project_id
+
+
+@routes.get("/api/projects/{project}/secrets")
+async def list_secrets(request: web.Request) -> web.Response:
+    project_id = await _dashboard_project(request)
+    return json_response({"secrets": await store.list_secrets(request.app[READER], project_id)})
+
+
+@routes.get("/api/projects/{project}/secrets/{name}")
+async def get_secret(request: web.Request) -> web.Response:
+    project_id = await _dashboard_project(request)
+    meta = await store.get_secret(request.app[READER], project_id, valid_name(request.match_info["name"]))
+    return json_response(meta, headers=_etag(meta.version))
+
+
+@routes.put("/api/projects/{project}/secrets/{name}")
+async def put_secret(request: web.Request) -> web.Response:
+    project_id = await _dashboard_project(request)
+    name = valid_name(request.match_info["name"])
+    if_match = if_match_version(request)
+    value = valid_value((await read_json(request, PutSecret)).value)
+    keyring = request.app[KEYRING]
+
+    def seal_under(wrapped_key: bytes) -> bytes:
+        return seal(keyring.project_fernet(wrapped_key), project_id, store.STORE, name, value)
+
+    wrapped = await project_wrapped_key(request.app[READER], project_id)
+    operation = store.put_secret(project_id, name, seal_under(wrapped), wrapped, seal_under, if_match)
+    outcome = await request.app[WRITER].submit(operation)
+    return json_response(outcome.meta, status=201 if outcome.created else 200, headers=_etag(outcome.meta.version))
+
+
+@routes.delete("/api/projects/{project}/secrets/{name}")
+async def delete_secret(request: web.Request) -> web.Response:
+    project_id = await _dashboard_project(request)
+    name = valid_name(request.match_info["name"])
+    await request.app[WRITER].submit(store.delete_secret(project_id, name, if_match_version(request)))
+    return web.Response(status=204)

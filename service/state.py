@@ -1,0 +1,20 @@
+"""Typed keys for everything the app holds (web.AppKey, never string keys)."""
+
+import aiosqlite
+import redis.asyncio as redis
+from aiohttp import web
+
+from service.auth import Authenticator
+from service.keyring import KeyRing
+from service.relay import OutboxRelay
+from service.settings import Settings
+from service.store.writer import Writer
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYRING = web.AppKey("keyring", KeyRing)
+READER = web.AppKey("reader", aiosqlite.Connection)
+WRITER = web.AppKey("writer", Writer)
+REDIS = web.AppKey("redis", redis.Redis)
+RELAY = web.AppKey("relay", OutboxRelay)
+AUTH = web.AppKey("auth", Authenticator)
+ORIGIN = web.AppKey("origin", str)

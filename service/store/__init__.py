@@ -1,0 +1,1 @@
+"""SQLite persistence: one writer connection that commits in batches, one reader connection."""

@@ -1,0 +1,1 @@
+"""The engine side: listens for changes, caches snapshots, resolves secrets inside executions."""
