@@ -1,0 +1,94 @@
+"""Executions: the request the service puts on the executions stream, and the result a worker reports.
+
+Flow (one service, many workers):
+1. The service records an execution (status "queued"), mints a grant for it, and XADDs an
+   `ExecutionRequest` to `<prefix>:executions` (field `m`).
+2. A worker reads it through the consumer group `EXECUTIONS_GROUP`, then
+   `POST /api/engine/{p}/executions/{id}/claim` (Bearer grant) -> 200 `ClaimReply`, or 409 when
+   the execution already finished (the worker acks and skips it).
+3. It runs the nodes, reading secrets with the grant (`GET /api/engine/{p}/secrets`).
+4. `POST /api/engine/{p}/executions/{id}/result` (Bearer grant, body `ExecutionResult`, already
+   masked) -> 200 recorded, or 409 when a result was recorded before (first result wins). Only
+   then does the worker XACK. A message left pending by a dead worker is reclaimed (XAUTOCLAIM)
+   by another after `RECLAIM_AFTER_MS`, which claims again (the attempt grows).
+The grant is scoped to the project and expires with the execution.
+"""
+
+from typing import Any, Final, Literal
+
+import msgspec
+
+EXECUTIONS_GROUP: Final = "workers"
+FIELD_MESSAGE: Final = b"m"
+RECLAIM_AFTER_MS: Final = 15_000
+GRANT_PREFIX: Final = "bsg_"
+
+
+class ExecutionInput(msgspec.Struct, frozen=True, kw_only=True):
+    """What `${ input... }` reads. Header names are lower-case; `raw_body` is base64 of the bytes."""
+
+    method: str = "POST"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    query: dict[str, str] = msgspec.field(default_factory=dict)
+    body: Any = None
+    raw_body: str = ""
+
+
+class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    project: str
+    workflow: str
+    workflow_version: int
+    definition: dict[str, Any]
+    input: ExecutionInput
+    grant: str
+    deadline: float  # Unix time after which the caller no longer waits
+
+    def __repr__(self) -> str:
+        return f"ExecutionRequest(id={self.id!r}, project={self.project!r}, workflow={self.workflow!r})"
+
+
+class ClaimReply(msgspec.Struct, frozen=True, kw_only=True):
+    attempt: int
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+    node_id: str | None = None
+    http_status: int | None = None  # what a webhook caller should get, e.g. 400 for invalid_signature
+
+
+class NodeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: str
+    status: Literal["succeeded", "failed", "skipped"]
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+class HttpReply(msgspec.Struct, frozen=True, kw_only=True):
+    """What a `respond` node sets: the webhook's HTTP response."""
+
+    status: int = 200
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    body: Any = None
+
+
+class ExecutionResult(msgspec.Struct, frozen=True, kw_only=True):
+    status: Literal["succeeded", "failed"]
+    nodes: list[NodeRecord] = msgspec.field(default_factory=list)
+    output: Any = None
+    response: HttpReply | None = None
+    error: ErrorInfo | None = None
+    worker: str = ""
+    attempt: int = 1
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+request_encoder: Final = msgspec.json.Encoder()
+request_decoder: Final = msgspec.json.Decoder(ExecutionRequest)
+result_decoder: Final = msgspec.json.Decoder(ExecutionResult)
