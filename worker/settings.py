@@ -20,6 +20,7 @@ class WorkerSettings:
     miss_refresh_interval_s: float = 0.25
     fetch_timeout_s: float = 5.0
     listen_block_ms: int = 1_000
+    concurrency: int = 16
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "WorkerSettings":
@@ -32,4 +33,5 @@ class WorkerSettings:
             execution_cache_ttl_s=read_float(env, "BACKEND_SECRETS_EXECUTION_CACHE_TTL_S", 30.0),
             miss_refresh_interval_s=read_float(env, "BACKEND_SECRETS_MISS_REFRESH_INTERVAL_S", 0.25),
             fetch_timeout_s=read_float(env, "BACKEND_SECRETS_FETCH_TIMEOUT_S", 5.0),
+            concurrency=read_int(env, "BACKEND_SECRETS_WORKER_CONCURRENCY", 16),
         )
