@@ -127,7 +127,7 @@ class ExecutionConsumer:
     async def _process(self, request: ExecutionRequest) -> bool:
         """True when the message may be acked: the result is recorded, or there was one already."""
         try:
-            attempt = (await self._api.claim(request)).attempt
+            attempt = (await self._api.claim(request, self.name)).attempt
             result = await self._run(request, attempt)
             result = msgspec.structs.replace(result, worker=self.name, attempt=attempt)
             await self._record(request, result)

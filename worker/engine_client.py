@@ -50,8 +50,8 @@ class ExecutionApi:
         self._api_url = api_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def claim(self, request: ExecutionRequest) -> ClaimReply:
-        body = await self._post(request, "claim", b"{}")
+    async def claim(self, request: ExecutionRequest, worker: str) -> ClaimReply:
+        body = await self._post(request, "claim", _encoder.encode({"worker": worker}))
         return _claim_decoder.decode(body)
 
     async def record(self, request: ExecutionRequest, result: ExecutionResult) -> None:

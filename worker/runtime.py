@@ -63,7 +63,13 @@ class Worker:
         assert self._session is not None
         api = ExecutionApi(self._session, self.settings.api_url, self.settings.fetch_timeout_s)
         self.consumer = ExecutionConsumer(
-            self._queue_client, stream, self.name, api, self.run_execution, concurrency=self.settings.concurrency
+            self._queue_client,
+            stream,
+            self.name,
+            api,
+            self.run_execution,
+            concurrency=self.settings.concurrency,
+            reclaim_after_ms=self.settings.reclaim_after_ms,
         )
         await self.consumer.ensure_group()
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="execution-consumer"))

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from contract.config import current_environ, read_env, read_float, read_int
+from contract.executions import RECLAIM_AFTER_MS
 from contract.streams import DEFAULT_PREFIX
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -21,6 +22,7 @@ class WorkerSettings:
     fetch_timeout_s: float = 5.0
     listen_block_ms: int = 1_000
     concurrency: int = 16
+    reclaim_after_ms: int = RECLAIM_AFTER_MS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "WorkerSettings":
@@ -34,4 +36,5 @@ class WorkerSettings:
             miss_refresh_interval_s=read_float(env, "BACKEND_SECRETS_MISS_REFRESH_INTERVAL_S", 0.25),
             fetch_timeout_s=read_float(env, "BACKEND_SECRETS_FETCH_TIMEOUT_S", 5.0),
             concurrency=read_int(env, "BACKEND_SECRETS_WORKER_CONCURRENCY", 16),
+            reclaim_after_ms=read_int(env, "BACKEND_SECRETS_RECLAIM_AFTER_MS", RECLAIM_AFTER_MS),
         )
