@@ -10,7 +10,21 @@ import msgspec
 
 
 class EngineSecret(msgspec.Struct, frozen=True, kw_only=True):
+    """`previous_ciphertext`: during a signing-key rotation's overlap window (until the Unix time
+    `previous_valid_until`) the old value, which only verify_webhook may use."""
+
     name: str
+    version: int
+    ciphertext: str
+    previous_ciphertext: str | None = None
+    previous_valid_until: float | None = None
+
+
+class EngineCredential(msgspec.Struct, frozen=True, kw_only=True):
+    """A typed credential; its ciphertext (store "credential") opens to the JSON of its fields."""
+
+    name: str
+    type: str
     version: int
     ciphertext: str
 
@@ -20,6 +34,7 @@ class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     revision: int
     data_key: str
     secrets: list[EngineSecret] = msgspec.field(default_factory=list)
+    credentials: list[EngineCredential] = msgspec.field(default_factory=list)
 
     def __repr__(self) -> str:  # the data key must not reach a log through a repr
         return f"EngineSnapshot(project={self.project!r}, revision={self.revision}, secrets={len(self.secrets)})"

@@ -43,6 +43,9 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
     input: ExecutionInput
     grant: str
     deadline: float  # Unix time after which the caller no longer waits
+    # The project's revision when the execution was created: the worker serves nothing older, so a
+    # change committed before a webhook arrived is what that webhook's nodes see.
+    revision: int = 0
 
     def __repr__(self) -> str:
         return f"ExecutionRequest(id={self.id!r}, project={self.project!r}, workflow={self.workflow!r})"
@@ -77,6 +80,14 @@ class HttpReply(msgspec.Struct, frozen=True, kw_only=True):
     body: Any = None
 
 
+class SecretRead(msgspec.Struct, frozen=True, kw_only=True):
+    """One engine read, for the audit log: which node read which secret or credential. Never a value."""
+
+    node_id: str
+    name: str
+    kind: Literal["secret", "credential"] = "secret"
+
+
 class ExecutionResult(msgspec.Struct, frozen=True, kw_only=True):
     status: Literal["succeeded", "failed"]
     nodes: list[NodeRecord] = msgspec.field(default_factory=list)
@@ -87,6 +98,7 @@ class ExecutionResult(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 1
     started_at: float = 0.0
     finished_at: float = 0.0
+    reads: list[SecretRead] = msgspec.field(default_factory=list)
 
 
 request_encoder: Final = msgspec.json.Encoder()

@@ -95,3 +95,30 @@ def refs_in(config: object) -> list[Ref]:
 
 def secret_names_in(config: object) -> set[str]:
     return {ref.path[0] for ref in refs_in(config) if ref.root == "secrets"}
+
+
+# What a code node's script could use to reach secrets: `${ secrets.X }`, `ctx.secrets`,
+# `ctx?.secrets`, `ctx["secrets"]` and `{ secrets } = ctx`. Code is not a template (JS has its own
+# `${}`), so these are searched for as text, by the service when a workflow is saved and by the
+# worker again before it runs one.
+CODE_SECRET_PATTERNS = (
+    re.compile(r"\$\{\s*(?:ctx\s*\.\s*)?secrets\s*\."),
+    re.compile(r"\bctx\s*(?:\?\.|\.)\s*secrets\b"),
+    re.compile(r"\bctx\s*(?:\?\.)?\s*\[\s*[\"'`]secrets[\"'`]\s*\]"),
+    re.compile(r"\{[^{}]*\bsecrets\b[^{}]*\}\s*=\s*ctx\b"),
+)
+
+
+def mentions_secrets(text: str) -> bool:
+    return any(pattern.search(text) for pattern in CODE_SECRET_PATTERNS)
+
+
+def strings_in(config: object) -> list[str]:
+    """Every string value in a JSON-like config."""
+    if isinstance(config, str):
+        return [config]
+    if isinstance(config, dict):
+        return [text for value in config.values() for text in strings_in(value)]
+    if isinstance(config, list):
+        return [text for value in config for text in strings_in(value)]
+    return []

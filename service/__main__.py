@@ -5,19 +5,24 @@ import sys
 
 from aiohttp import web
 
-from contract.config import ConfigError
+from contract.config import ConfigError, current_environ
+from contract.logs import configure_logging
 from service.app import create_app
 from service.settings import Settings
 
+log = logging.getLogger("service")
+
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        configure_logging(current_environ())  # JSON lines unless BACKEND_SECRETS_LOG_FORMAT=text
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"backend-secrets service: configuration error: {exc}", file=sys.stderr)
         return 2
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    # print=None: aiohttp's banner is not a log line; the one above says the same.
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
     return 0
 
 

@@ -16,12 +16,29 @@ from aiohttp import web
 
 from contract.streams import Streams
 from service.auth import Authenticator
+from service.dispatch import Dispatcher, queue_client
 from service.errors import error_middleware
 from service.keyring import KeyRing
+from service.metrics import ServiceMetrics
+from service.observability import metrics_ctx, observe_middleware
 from service.relay import OutboxRelay
-from service.routes import engine, health, projects, secrets
+from service.routes import (
+    engine,
+    engine_executions,
+    executions,
+    frontend_vars,
+    health,
+    hooks,
+    observability,
+    pages,
+    projects,
+    secrets,
+    session,
+    workflows,
+)
+from service.sessions import CookieSessions
 from service.settings import Settings
-from service.state import AUTH, KEYRING, ORIGIN, READER, REDIS, RELAY, SETTINGS, WRITER
+from service.state import AUTH, DISPATCH, KEYRING, METRICS, ORIGIN, READER, REDIS, RELAY, SETTINGS, WRITER
 from service.store.db import connect
 from service.store.migrations import migrate
 from service.store.writer import Writer, flush_cleanup
@@ -50,7 +67,7 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await writer_conn.close()
         raise
     app[READER] = reader
-    app[AUTH] = Authenticator(reader, settings.admin_token)
+    app[AUTH] = Authenticator(reader, settings.admin_token, CookieSessions(reader))
     app[WRITER] = Writer(writer_conn, on_commit=lambda entries: app[RELAY].committed(entries))
     await app[WRITER].start()
     yield
@@ -102,11 +119,35 @@ async def _drain(app: web.Application, timeout_s: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Executions are queued through a Redis client of their own that fails fast (see service.dispatch)."""
+    settings = app[SETTINGS]
+    client = queue_client(settings.redis_url)
+    app[DISPATCH] = Dispatcher(client, app[WRITER], settings, Streams(settings.stream_prefix).executions)
+    yield
+    await client.aclose()
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    middlewares = [observe_middleware, error_middleware]  # outermost first: the id and metrics see every answer
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = KeyRing(settings.master_keys)
-    app.cleanup_ctx.extend([storage_ctx, redis_ctx, tasks_ctx])
-    for module in (health, projects, secrets, engine):
+    app[METRICS] = ServiceMetrics()
+    app.cleanup_ctx.extend([storage_ctx, redis_ctx, tasks_ctx, dispatch_ctx, metrics_ctx])
+    for module in (
+        health,
+        projects,
+        secrets,
+        engine,
+        workflows,
+        executions,
+        hooks,
+        engine_executions,
+        frontend_vars,
+        session,
+        pages,
+        observability,
+    ):
         app.router.add_routes(module.routes)
     return app

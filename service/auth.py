@@ -9,13 +9,16 @@ import enum
 import hashlib
 import hmac
 import secrets as random_tokens
+from typing import Protocol
 
 import aiosqlite
 import msgspec
 from aiohttp import web
 
 from contract.config import Secret
+from contract.executions import GRANT_PREFIX
 from service.errors import Forbidden, NotFound, Unauthorized
+from service.store.executions import find_grant
 from service.store.projects import NewToken, find_token
 
 
@@ -53,15 +56,28 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
+class CookieAuth(Protocol):
+    """Resolves a request's session cookie (service.sessions); None when it has none."""
+
+    async def principal(self, request: web.Request) -> Principal | None: ...
+
+
 class Authenticator:
     """Resolves tokens to principals; remembers what it looked up (tokens change only here)."""
 
-    def __init__(self, reader: aiosqlite.Connection, admin_token: Secret | None) -> None:
+    def __init__(
+        self, reader: aiosqlite.Connection, admin_token: Secret | None, sessions: CookieAuth | None = None
+    ) -> None:
         self._reader = reader
         self._admin_hash = hash_token(admin_token.reveal()) if admin_token else None
         self._known: dict[bytes, Principal] = {}
+        self._sessions = sessions
 
     async def principal(self, request: web.Request) -> Principal:
+        if self._sessions is not None and "Authorization" not in request.headers:
+            session = await self._sessions.principal(request)  # the dashboard page's cookie, CSRF-checked
+            if session is not None:
+                return session
         token_hash = hash_token(bearer_token(request))
         if self._admin_hash is not None and hmac.compare_digest(token_hash, self._admin_hash):
             return Principal(scope=Scope.ADMIN, token_id="admin")  # noqa: S106 - an id, not a secret
@@ -86,3 +102,17 @@ class Authenticator:
         if project_id is not None and principal.project_id != project_id:
             raise NotFound("no such project", code="project_not_found")
         return principal
+
+    async def require_engine(self, request: web.Request, project_id: str) -> Principal:
+        """The project's engine token, or the grant of one of its executions while that is open."""
+        token = bearer_token(request)
+        if not token.startswith(GRANT_PREFIX):
+            return await self.require(request, Scope.ENGINE, project_id)
+        grant = await find_grant(self._reader, hash_token(token))
+        if grant is None:
+            raise Unauthorized("unknown token", code="invalid_token")
+        if grant.project_id != project_id:
+            raise NotFound("no such project", code="project_not_found")
+        if not grant.live:
+            raise Unauthorized("this execution's grant has expired", code="grant_expired")
+        return Principal(scope=Scope.ENGINE, token_id=f"grant:{grant.execution_id}", project_id=project_id)

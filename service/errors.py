@@ -8,7 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
+import msgspec
 from aiohttp import web
+
+from service.responses import json_response
 
 log = logging.getLogger("service.errors")
 
@@ -63,8 +66,19 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "unavailable"
 
 
+class ErrorDetail(msgspec.Struct, frozen=True):
+    code: str  # snake_case, stable: what a program matches on
+    message: str  # for a human; names fields and records, never a value
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """The body of every error the API returns."""
+
+    error: ErrorDetail
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return json_response(ErrorBody(ErrorDetail(code, message)), status=status)
 
 
 _HTTP_CODES = {

@@ -53,6 +53,9 @@ class OutboxRelay:
     def oldest_pending_seq(self) -> int | None:
         return self._pending[0].seq if self._pending else None
 
+    def oldest_pending(self) -> OutboxEntry | None:
+        return self._pending[0] if self._pending else None
+
     async def load_unpublished(self, conn: aiosqlite.Connection) -> None:
         async with conn.execute("SELECT seq, payload FROM outbox ORDER BY seq") as cursor:
             rows = list(await cursor.fetchall())

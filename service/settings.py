@@ -25,6 +25,10 @@ class Settings:
     max_body_bytes: int = 512 * 1024
     sqlite_busy_timeout_ms: int = 5_000
     hook_timeout_s: float = 30.0
+    executions_keep: int = 1_000  # per project; 0 keeps every execution
+    executions_max_age_s: float = 30 * 86_400  # 0 keeps executions of any age
+    executions_maxlen: int = 100_000  # approximate length bound of the executions stream
+    grant_grace_s: float = 10.0  # an execution's grant outlives its deadline by this much
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -41,12 +45,14 @@ class Settings:
             events_maxlen=read_int(env, "BACKEND_SECRETS_EVENTS_MAXLEN", 100_000),
             sqlite_busy_timeout_ms=read_int(env, "BACKEND_SECRETS_SQLITE_BUSY_MS", 5_000),
             hook_timeout_s=read_float(env, "BACKEND_SECRETS_HOOK_TIMEOUT_S", 30.0),
+            executions_keep=read_int(env, "BACKEND_SECRETS_EXECUTIONS_KEEP", 1_000),
+            executions_max_age_s=read_float(env, "BACKEND_SECRETS_EXECUTIONS_MAX_AGE_S", 30 * 86_400),
         )
 
 
 def parse_master_keys(raw: str | None) -> tuple[Secret, ...]:
     """Comma-separated Fernet keys; the first wraps new project keys, all of them unwrap."""
-    if not raw or not raw.strip():
+    if not raw or not raw.replace(",", "").strip():  # "," alone lists no key
         raise ConfigError(
             f"{MASTER_KEYS} (or {MASTER_KEYS}_FILE) is required: comma-separated Fernet keys. "
             "Generate one with: python -c "

@@ -5,7 +5,9 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from service.auth import Authenticator
+from service.dispatch import Dispatcher
 from service.keyring import KeyRing
+from service.metrics import ServiceMetrics
 from service.relay import OutboxRelay
 from service.settings import Settings
 from service.store.writer import Writer
@@ -18,3 +20,5 @@ REDIS = web.AppKey("redis", redis.Redis)
 RELAY = web.AppKey("relay", OutboxRelay)
 AUTH = web.AppKey("auth", Authenticator)
 ORIGIN = web.AppKey("origin", str)
+DISPATCH = web.AppKey("dispatch", Dispatcher)
+METRICS = web.AppKey("metrics", ServiceMetrics)

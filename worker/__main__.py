@@ -4,17 +4,18 @@ import asyncio
 import logging
 import signal
 import sys
-from pathlib import Path
 
 from contract.config import ConfigError, current_environ
-from worker import heartbeat
+from contract.logs import configure_logging
+from worker import healthcheck
+from worker.metrics import metrics_server
 from worker.runtime import Worker
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("worker")
 
 
-async def serve(settings: WorkerSettings, heartbeat_file: Path | None = None) -> None:
+async def serve(settings: WorkerSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -23,9 +24,7 @@ async def serve(settings: WorkerSettings, heartbeat_file: Path | None = None) ->
     await worker.start()
     log.info("worker started: API %s, events stream prefix %r", settings.api_url, settings.stream_prefix)
     try:
-        async with heartbeat.heartbeat(
-            heartbeat_file, lambda: worker.listener is not None and worker.listener.connected.is_set()
-        ):
+        async with metrics_server(worker.metrics, worker, settings.metrics_host, settings.metrics_port):
             await stop.wait()
     finally:
         log.info("worker stopping")
@@ -34,18 +33,18 @@ async def serve(settings: WorkerSettings, heartbeat_file: Path | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--check"]:  # the container health check: is the heartbeat fresh?
-        code, message = heartbeat.check(heartbeat.heartbeat_path(current_environ()))
-        print(f"backend-secrets worker: {message}", file=sys.stdout if code == 0 else sys.stderr)
-        return code
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args == ["--check"]:  # the container health check: asks the running worker's /healthz
+            settings = WorkerSettings.from_env()
+            code, message = healthcheck.check(settings)
+            print(f"backend-secrets worker: {message}", file=sys.stdout if code == 0 else sys.stderr)
+            return code
+        configure_logging(current_environ())  # JSON lines unless BACKEND_SECRETS_LOG_FORMAT=text
         settings = WorkerSettings.from_env()
-        heartbeat_file = heartbeat.heartbeat_path(current_environ())
     except ConfigError as exc:
         print(f"backend-secrets worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings, heartbeat_file))
+    asyncio.run(serve(settings))
     return 0
 
 

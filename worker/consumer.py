@@ -27,6 +27,7 @@ from contract.executions import (
     ExecutionResult,
     request_decoder,
 )
+from contract.logs import EXECUTION_ID
 from worker.engine_client import EngineApiError, ExecutionApi, ExecutionFinished
 
 log = logging.getLogger("worker.consumer")
@@ -117,6 +118,7 @@ class ExecutionConsumer:
                 log.error("dropping unreadable execution message %s", message_id.decode())
                 await self._ack(message_id)
                 return
+            EXECUTION_ID.set(request.id)  # on every log line of this task (each message has its own)
             keepalive = asyncio.create_task(self._keep_claimed(message_id))
             try:
                 if await self._process(request):

@@ -7,15 +7,19 @@ next reference after a change sees the new value.
 
 import time
 
+import msgspec
+
+from contract.executions import SecretRead
 from contract.sealing import SealError, open_sealed
-from worker.errors import SecretNotFound, SecretsNotLoaded, SecretUndecryptable
+from worker.errors import CredentialNotFound, SecretNotFound, SecretsNotLoaded, SecretUndecryptable
 from worker.snapshots import ProjectState, Snapshot, SnapshotCache
 
 STORE = "secret"
+CREDENTIAL_STORE = "credential"
 
 
 class ExecutionSecrets:
-    __slots__ = ("_cache", "_project", "_state", "_token", "_ttl", "_values", "revealed")
+    __slots__ = ("_cache", "_project", "_state", "_token", "_ttl", "_values", "node_id", "reads", "revealed")
 
     def __init__(self, cache: SnapshotCache, project: str, token: str, ttl_s: float) -> None:
         self._cache = cache
@@ -25,6 +29,8 @@ class ExecutionSecrets:
         self._state: ProjectState = cache.state(project)
         self._values: dict[str, tuple[str, int, float]] = {}  # name -> (value, epoch, expires)
         self.revealed: set[str] = set()  # every value handed out, for masking what the engine writes
+        self.node_id = ""  # the node running now, set by the executor, for the audit of reads
+        self.reads: list[SecretRead] = []
 
     def __repr__(self) -> str:
         return f"ExecutionSecrets(project={self._project!r}, cached={len(self._values)})"
@@ -54,6 +60,30 @@ class ExecutionSecrets:
             snapshot = refreshed
         return self._open(snapshot, name)
 
+    async def previous(self, name: str) -> list[str]:
+        """The old value of `name` while its rotation overlap lasts (verify_webhook only), else []."""
+        snapshot = await self._current_snapshot()
+        entry = snapshot.previous.get(name)
+        if entry is None or entry[1] <= time.time():
+            return []
+        value = self._unseal(snapshot, entry[0], STORE, name)
+        self.revealed.add(value)
+        return [value]
+
+    async def credential(self, name: str) -> tuple[str, dict[str, str]]:
+        """A typed credential's (type, fields); for integration nodes, never for templates or code."""
+        snapshot = await self._current_snapshot()
+        if name not in snapshot.credentials:
+            refreshed = await self._cache.refresh_for_miss(self._state, self._token)
+            if refreshed is None or name not in refreshed.credentials:
+                raise CredentialNotFound(name)
+            snapshot = refreshed
+        kind, ciphertext = snapshot.credentials[name]
+        fields = msgspec.json.decode(self._unseal(snapshot, ciphertext, CREDENTIAL_STORE, name), type=dict[str, str])
+        self.revealed.update(value for value in fields.values() if value)
+        self._note_read(name, "credential")
+        return kind, fields
+
     async def load(self) -> None:
         """Make sure a current snapshot is at hand, so the synchronous form works."""
         await self._current_snapshot()
@@ -66,7 +96,8 @@ class ExecutionSecrets:
         if entry is None:
             return None
         value, epoch, expires = entry
-        if epoch == self._state.epoch and time.monotonic() < expires:
+        # Untrusted (the stream is not followed): a change could go unseen, so nothing cached counts.
+        if epoch == self._state.epoch and self._cache.trusted and time.monotonic() < expires:
             return value
         del self._values[name]
         return None
@@ -75,14 +106,23 @@ class ExecutionSecrets:
         self._state = self._cache.state(self._project)  # the live state, should ours have been evicted
         return await self._cache.snapshot(self._state, self._token)
 
-    def _open(self, snapshot: Snapshot, name: str) -> str:
+    def _unseal(self, snapshot: Snapshot, ciphertext: str, store: str, name: str) -> str:
         try:
-            value = open_sealed(snapshot.fernet, snapshot.ciphertexts[name], self._project, STORE, name)
+            return open_sealed(snapshot.fernet, ciphertext, self._project, store, name)
         except SealError as exc:
             raise SecretUndecryptable(exc.message) from None
+
+    def _open(self, snapshot: Snapshot, name: str) -> str:
+        value = self._unseal(snapshot, snapshot.ciphertexts[name], STORE, name)
         self._values[name] = (value, snapshot.epoch, time.monotonic() + self._ttl)
         self.revealed.add(value)
+        self._note_read(name, "secret")
         return value
+
+    def _note_read(self, name: str, kind: str) -> None:
+        read = SecretRead(node_id=self.node_id, name=name, kind="credential" if kind == "credential" else "secret")
+        if read not in self.reads:
+            self.reads.append(read)
 
 
 class ExecutionContext:

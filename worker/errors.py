@@ -17,6 +17,14 @@ class SecretNotFound(EngineError):
         self.name = name
 
 
+class CredentialNotFound(EngineError):
+    code = "credential_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"credential {name!r} is not set in this project")
+        self.name = name
+
+
 class SecretUndecryptable(EngineError):
     code = "secret_undecryptable"
 

@@ -14,12 +14,12 @@ import aiohttp
 import msgspec
 
 from contract.executions import ErrorInfo, ExecutionInput, ExecutionResult, NodeRecord
-from contract.templates import Ref, TemplateError, secret_names_in
-from contract.workflows import CODE_NODE_TYPES, Node, Workflow
+from contract.templates import Ref, TemplateError, mentions_secrets, parse, strings_in
+from contract.workflows import CODE_NODE_TYPES, Node, VerifyWebhookConfig, Workflow
 from worker.context import ExecutionContext
 from worker.errors import EngineError
 from worker.masking import Masker
-from worker.nodes import NODE_RUNNERS, NodeFailed, NodeRun
+from worker.nodes import NODE_RUNNERS, NodeFailed, NodeRun, verify_webhook
 from worker.templates import render
 
 log = logging.getLogger("worker.executor")
@@ -76,6 +76,7 @@ class Execution:
 
     async def _run_node(self, node: Node) -> ErrorInfo | None:
         started = time.time()
+        self.ctx.secrets.node_id = node.id
         try:
             output = await self._execute(node)
         except (EngineError, TemplateError) as exc:
@@ -105,7 +106,7 @@ class Execution:
             raise NodeFailed("unknown_node_type", f"node {node.id!r} has the unknown type {node.type!r}")
         config_type, runner = entry
         if node.type in CODE_NODE_TYPES:
-            if secret_names_in(node.config) or "credential" in node.config:
+            if any(mentions_secrets(text) for text in strings_in(node.config)) or "credential" in node.config:
                 raise NodeFailed("secrets_not_allowed_in_code_node", f"node {node.id!r} may not read secrets")
             rendered = node.config  # code is never a template: JS has its own `${}`
         else:
@@ -114,7 +115,16 @@ class Execution:
             config = msgspec.convert(rendered, config_type)
         except msgspec.ValidationError as exc:
             raise NodeFailed("invalid_config", f"node {node.id!r}: {exc}") from None
+        if isinstance(config, VerifyWebhookConfig):
+            return await verify_webhook.run(config, self.state, await self._previous_secrets(node))
         return await runner(config, self.state)
+
+    async def _previous_secrets(self, node: Node) -> list[str]:
+        """A signing key's old value during its rotation overlap, when `secret` is one reference."""
+        parts = parse(node.config.get("secret", "")) if isinstance(node.config.get("secret"), str) else ()
+        if len(parts) != 1 or not isinstance(parts[0], Ref) or parts[0].root != "secrets":
+            return []
+        return await self.ctx.secrets.previous(parts[0].path[0])
 
     def _result(self, started: float, error: ErrorInfo | None) -> ExecutionResult:
         masker = Masker(self.ctx.secrets.revealed)
@@ -130,6 +140,7 @@ class Execution:
             error=_mask_error(error, masker),
             started_at=started,
             finished_at=time.time(),
+            reads=list(self.ctx.secrets.reads),
         )
 
 

@@ -54,6 +54,7 @@ class ChangeListener:
         self.events_seen = 0
         self.last_lag_s = 0.0
         self.on_event: Callable[[ChangeEvent | UnknownEvent], None] | None = None
+        self.observe_lag: Callable[[float], None] | None = None  # commit -> invalidation seconds, for metrics
 
     async def run(self) -> None:
         backoff = BACKOFF_START_S
@@ -123,6 +124,8 @@ class ChangeListener:
             self._cache.invalidate(event.project, event.revision)
         self.events_seen += 1
         self.last_lag_s = max(0.0, time.time() - event.committed_at) if event.committed_at else 0.0
+        if self.observe_lag is not None and event.committed_at:
+            self.observe_lag(self.last_lag_s)
         log.debug("%s %s revision %d", getattr(event, "type", type(event).__name__), event.project, event.revision)
         if self.on_event is not None:
             self.on_event(event)

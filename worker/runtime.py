@@ -20,6 +20,7 @@ from worker.engine_client import EngineClient, ExecutionApi
 from worker.errors import EngineError
 from worker.executor import Execution
 from worker.listener import ChangeListener, listener_client
+from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.snapshots import SnapshotCache
 
@@ -28,6 +29,16 @@ log = logging.getLogger("worker")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{random.token_hex(3)}"
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end. On Python 3.11, `asyncio.wait_for` (inside redis-py's
+    send) swallows a cancel that lands just as its inner call finishes, so cancel until it ends."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.2)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Worker:
@@ -42,6 +53,7 @@ class Worker:
         self.cache: SnapshotCache | None = None
         self.listener: ChangeListener | None = None
         self.consumer: ExecutionConsumer | None = None
+        self.metrics = WorkerMetrics(self)
 
     async def start(self) -> None:
         settings, streams = self.settings, Streams(self.settings.stream_prefix)
@@ -55,6 +67,7 @@ class Worker:
         self.listener = ChangeListener(
             self._listen_client, streams.events, self.cache, block_ms=settings.listen_block_ms
         )
+        self.listener.observe_lag = self.metrics.propagation_lag.observe
         self._tasks.append(asyncio.create_task(self.listener.run(), name="change-listener"))
         if self._run_executions:
             await self._start_consumer(streams.executions)
@@ -67,7 +80,7 @@ class Worker:
             stream,
             self.name,
             api,
-            self.run_execution,
+            self.metrics.timed(self.run_execution),
             concurrency=self.settings.concurrency,
             reclaim_after_ms=self.settings.reclaim_after_ms,
         )
@@ -87,6 +100,8 @@ class Worker:
             workflow = msgspec.convert(request.definition, Workflow)
         except msgspec.ValidationError as exc:
             return failure("invalid_workflow", f"the saved workflow cannot be run: {exc}")
+        assert self.cache is not None
+        self.cache.invalidate(request.project, request.revision)  # drops the snapshot only if older
         ctx = self.execution(request.project, request.grant)
         assert self._session is not None
         try:
@@ -100,10 +115,7 @@ class Worker:
         if self.consumer is not None:
             await self.consumer.stop()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()
         await self._listen_client.aclose()
         await self._queue_client.aclose()

@@ -23,6 +23,8 @@ class WorkerSettings:
     listen_block_ms: int = 1_000
     concurrency: int = 16
     reclaim_after_ms: int = RECLAIM_AFTER_MS
+    metrics_host: str = "127.0.0.1"  # /metrics and /healthz (worker.metrics)
+    metrics_port: int = 9091  # 0: no metrics server
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "WorkerSettings":
@@ -37,4 +39,6 @@ class WorkerSettings:
             fetch_timeout_s=read_float(env, "BACKEND_SECRETS_FETCH_TIMEOUT_S", 5.0),
             concurrency=read_int(env, "BACKEND_SECRETS_WORKER_CONCURRENCY", 16),
             reclaim_after_ms=read_int(env, "BACKEND_SECRETS_RECLAIM_AFTER_MS", RECLAIM_AFTER_MS),
+            metrics_host=read_env(env, "BACKEND_SECRETS_WORKER_METRICS_HOST") or "127.0.0.1",
+            metrics_port=read_int(env, "BACKEND_SECRETS_WORKER_METRICS_PORT", 9091),
         )

@@ -26,12 +26,19 @@ MAX_FETCH_ATTEMPTS = 5
 class Snapshot:
     """A decoded snapshot: a Fernet built once and ciphertexts by name. Plaintext never lives here."""
 
-    __slots__ = ("ciphertexts", "epoch", "fernet", "revision")
+    __slots__ = ("ciphertexts", "credentials", "epoch", "fernet", "previous", "revision")
 
     def __init__(self, source: EngineSnapshot, epoch: int) -> None:
         self.revision = source.revision
         self.fernet = Fernet(source.data_key)
         self.ciphertexts = {s.name: s.ciphertext for s in source.secrets}
+        # name -> (old ciphertext, valid until): a signing key's overlap window, for verify_webhook only
+        self.previous = {
+            s.name: (s.previous_ciphertext, s.previous_valid_until or 0.0)
+            for s in source.secrets
+            if s.previous_ciphertext
+        }
+        self.credentials = {c.name: (c.type, c.ciphertext) for c in source.credentials}
         self.epoch = epoch
 
     def __repr__(self) -> str:
@@ -56,8 +63,8 @@ class ProjectState:
         """Drop the snapshot if it is older than `revision` (None: whatever it is). True if dropped."""
         if revision is not None:
             self.min_revision = max(self.min_revision, revision)
-            if self.snapshot is not None and self.snapshot.revision >= revision:
-                return False
+            if self.snapshot is None or self.snapshot.revision >= revision:
+                return False  # nothing to drop: values cached from an older snapshot are stale already
         else:
             self.floor_epoch = self.epoch + 1
         self.epoch += 1

@@ -3,8 +3,8 @@
 from aiohttp import web
 
 from contract.engine import EngineSecret, EngineSnapshot, snapshot_encoder
-from service.auth import Scope
 from service.errors import NotFound
+from service.openapi import Auth, describe
 from service.state import AUTH, KEYRING, READER
 from service.store.secrets import engine_rows
 
@@ -12,9 +12,14 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/engine/{project}/secrets")
+@describe(
+    "The project's secrets for the engine: names, versions, revision and ciphertexts (never plaintext)",
+    auth=Auth.ENGINE,
+    responses={200: EngineSnapshot},
+)
 async def engine_secrets(request: web.Request) -> web.Response:
     project_id = request.match_info["project"]
-    await request.app[AUTH].require(request, Scope.ENGINE, project_id)
+    await request.app[AUTH].require_engine(request, project_id)
     rows = await engine_rows(request.app[READER], project_id)
     if rows is None:
         raise NotFound("no such project", code="project_not_found")

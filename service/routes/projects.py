@@ -5,6 +5,7 @@ from aiohttp import web
 
 from service.auth import Scope, mint_token
 from service.bodies import read_json
+from service.openapi import Auth, describe
 from service.responses import json_response
 from service.state import AUTH, KEYRING, WRITER
 from service.store.projects import create_project
@@ -27,6 +28,13 @@ class CreatedProject(msgspec.Struct, kw_only=True):
 
 
 @routes.post("/api/projects")
+@describe(
+    "Create a project and mint its dashboard and engine tokens (shown once)",
+    auth=Auth.ADMIN,
+    body=CreateProject,
+    responses={201: CreatedProject},
+    errors=(409,),
+)
 async def post_project(request: web.Request) -> web.Response:
     await request.app[AUTH].require(request, Scope.ADMIN)
     body = await read_json(request, CreateProject)

@@ -6,6 +6,8 @@ from aiohttp import web
 from contract.sealing import seal
 from service.auth import Scope
 from service.bodies import read_json
+from service.fingerprints import fingerprinter
+from service.openapi import STORE_NAME, Auth, describe
 from service.responses import json_response
 from service.state import AUTH, KEYRING, READER, WRITER
 from service.store import secrets as store
@@ -22,6 +24,10 @@ class PutSecret(msgspec.Struct, forbid_unknown_fields=True):
         return "PutSecret(value=<hidden>)"
 
 
+class SecretList(msgspec.Struct, frozen=True, kw_only=True):
+    secrets: list[store.SecretMeta]
+
+
 def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
@@ -33,12 +39,20 @@ async def _dashboard_project(request: web.Request) -> str:
 
 
 @routes.get("/api/projects/{project}/secrets")
+@describe("List the project's secrets: names and versions, no value", auth=Auth.DASHBOARD, responses={200: SecretList})
 async def list_secrets(request: web.Request) -> web.Response:
     project_id = await _dashboard_project(request)
-    return json_response({"secrets": await store.list_secrets(request.app[READER], project_id)})
+    return json_response(SecretList(secrets=await store.list_secrets(request.app[READER], project_id)))
 
 
 @routes.get("/api/projects/{project}/secrets/{name}")
+@describe(
+    "A secret's metadata (never its value)",
+    auth=Auth.DASHBOARD,
+    responses={200: store.SecretMeta},
+    errors=(422,),
+    path={"name": STORE_NAME},
+)
 async def get_secret(request: web.Request) -> web.Response:
     project_id = await _dashboard_project(request)
     meta = await store.get_secret(request.app[READER], project_id, valid_name(request.match_info["name"]))
@@ -46,6 +60,15 @@ async def get_secret(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/projects/{project}/secrets/{name}")
+@describe(
+    "Create (201) or overwrite (200) a secret; answers its metadata only",
+    auth=Auth.DASHBOARD,
+    body=PutSecret,
+    responses={201: store.SecretMeta, 200: store.SecretMeta},
+    errors=(412,),
+    headers={"If-Match": str},
+    path={"name": STORE_NAME},
+)
 async def put_secret(request: web.Request) -> web.Response:
     project_id = await _dashboard_project(request)
     name = valid_name(request.match_info["name"])
@@ -57,12 +80,22 @@ async def put_secret(request: web.Request) -> web.Response:
         return seal(keyring.project_fernet(wrapped_key), project_id, store.STORE, name, value)
 
     wrapped = await project_wrapped_key(request.app[READER], project_id)
-    operation = store.put_secret(project_id, name, seal_under(wrapped), wrapped, seal_under, if_match)
+    operation = store.put_secret(
+        project_id, name, seal_under(wrapped), wrapped, seal_under, if_match, fingerprinter(keyring, value)
+    )
     outcome = await request.app[WRITER].submit(operation)
     return json_response(outcome.meta, status=201 if outcome.created else 200, headers=_etag(outcome.meta.version))
 
 
 @routes.delete("/api/projects/{project}/secrets/{name}")
+@describe(
+    "Delete a secret",
+    auth=Auth.DASHBOARD,
+    responses={204: None},
+    errors=(412, 422),
+    headers={"If-Match": str},
+    path={"name": STORE_NAME},
+)
 async def delete_secret(request: web.Request) -> web.Response:
     project_id = await _dashboard_project(request)
     name = valid_name(request.match_info["name"])

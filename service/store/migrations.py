@@ -38,6 +38,69 @@ MIGRATIONS: tuple[str, ...] = (
         payload BLOB NOT NULL
     );
     """,
+    # 2: workflows, and executions with their grants (only the SHA-256 of a grant is kept).
+    # Execution ids start with their creation time in hex, so ordering by id is ordering by age.
+    """
+    CREATE TABLE workflows (
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        definition TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (project_id, name)
+    );
+    CREATE TABLE executions (
+        id                TEXT PRIMARY KEY,
+        project_id        TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        workflow          TEXT NOT NULL,
+        workflow_version  INTEGER NOT NULL,
+        status            TEXT NOT NULL
+                          CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'timed_out')),
+        attempt           INTEGER NOT NULL DEFAULT 0,
+        worker            TEXT,
+        created_at        TEXT NOT NULL,
+        started_at        TEXT,
+        finished_at       TEXT,
+        nodes             TEXT,
+        output            TEXT,
+        response          TEXT,
+        error_code        TEXT,
+        error_message     TEXT,
+        error_node        TEXT,
+        error_http_status INTEGER,
+        grant_hash        BLOB NOT NULL,
+        grant_expires     REAL NOT NULL
+    );
+    CREATE INDEX executions_by_project ON executions(project_id, id);
+    CREATE UNIQUE INDEX executions_by_grant ON executions(grant_hash);
+    CREATE INDEX executions_open ON executions(grant_expires) WHERE status IN ('queued', 'running');
+    """,
+    # 3: Frontend (Build) vars (public, stored in clear), keyed fingerprints of secret values for the
+    # frontend guardrail (NULL for a secret written before this migration), and dashboard sessions
+    # (only the SHA-256 of a session id is kept).
+    """
+    CREATE TABLE frontend_vars (
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (project_id, name)
+    ) WITHOUT ROWID;
+    ALTER TABLE secrets ADD COLUMN fingerprint BLOB;
+    CREATE INDEX secrets_by_fingerprint ON secrets(project_id, fingerprint) WHERE fingerprint IS NOT NULL;
+    CREATE TABLE sessions (
+        id_hash    BLOB PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        token_id   TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+    """,
 )
 
 

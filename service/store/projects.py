@@ -6,6 +6,7 @@ import msgspec
 from contract.events import ProjectCreated
 from service.clock import now_rfc3339
 from service.errors import Conflict, NotFound
+from service.store.db import fetch_one
 from service.store.writer import Operation, Transaction
 
 
@@ -55,8 +56,7 @@ async def find_token(conn: aiosqlite.Connection, token_hash: bytes) -> TokenRow 
 
 async def project_wrapped_key(conn: aiosqlite.Connection, project_id: str) -> bytes:
     """The project's key as stored (wrapped); the caller unwraps it through the KeyRing."""
-    async with conn.execute("SELECT wrapped_key FROM projects WHERE id = ?", (project_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, "SELECT wrapped_key FROM projects WHERE id = ?", (project_id,))
     if row is None:
         raise NotFound("no such project", code="project_not_found")
     return bytes(row[0])

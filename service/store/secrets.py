@@ -8,6 +8,8 @@ import msgspec
 from contract.events import SecretDeleted, SecretPut
 from service.clock import now_rfc3339
 from service.errors import NotFound, PreconditionFailed
+from service.fingerprints import Fingerprinter
+from service.store.db import fetch_all, fetch_one
 from service.store.writer import Operation, Transaction
 
 STORE = "secret"  # the store name sealed into each value's binding
@@ -54,12 +56,12 @@ async def get_secret(conn: aiosqlite.Connection, project_id: str, name: str) -> 
 
 async def engine_rows(conn: aiosqlite.Connection, project_id: str) -> EngineRows | None:
     """The project's key, revision and ciphertexts, read in one statement: one consistent snapshot."""
-    async with conn.execute(
+    rows = await fetch_all(
+        conn,
         "SELECT p.revision, p.wrapped_key, s.name, s.version, s.ciphertext FROM projects p "
         "LEFT JOIN secrets s ON s.project_id = p.id WHERE p.id = ? ORDER BY s.name",
         (project_id,),
-    ) as cursor:
-        rows = list(await cursor.fetchall())
+    )
     if not rows:
         return None
     secrets = [(r[2], int(r[3]), bytes(r[4])) for r in rows if r[2] is not None]
@@ -83,29 +85,40 @@ Sealer = Callable[[bytes], bytes]  # wrapped project key -> ciphertext sealed un
 
 
 def put_secret(
-    project_id: str, name: str, sealed: bytes, sealed_with: bytes, reseal: Sealer, if_match: int | None
+    project_id: str,
+    name: str,
+    sealed: bytes,
+    sealed_with: bytes,
+    reseal: Sealer,
+    if_match: int | None,
+    fingerprint: Fingerprinter | None = None,
 ) -> Operation[PutOutcome]:
-    """`sealed` was encrypted outside the writer under `sealed_with`; resealed only if the key changed."""
+    """`sealed` was encrypted outside the writer under `sealed_with`; resealed only if the key changed.
+
+    `fingerprint` gives the value's keyed fingerprint under the key the row is sealed with (service.fingerprints).
+    """
 
     async def operation(tx: Transaction) -> PutOutcome:
-        async with tx.conn.execute(
+        row = await fetch_one(
+            tx.conn,
             "SELECT p.wrapped_key, s.version, s.created_at FROM projects p "
             "LEFT JOIN secrets s ON s.project_id = p.id AND s.name = ? WHERE p.id = ?",
             (name, project_id),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             raise NotFound("no such project", code="project_not_found")
         wrapped_key, current, created_at = bytes(row[0]), row[1], row[2]
         check_if_match(if_match, current, name)
         ciphertext = sealed if wrapped_key == sealed_with else reseal(wrapped_key)
+        value_fingerprint = fingerprint(wrapped_key) if fingerprint is not None else None
         now = now_rfc3339()
         meta = SecretMeta(name=name, version=(current or 0) + 1, created_at=created_at or now, updated_at=now)
         await tx.conn.execute(
-            "INSERT INTO secrets (project_id, name, version, ciphertext, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, name) DO UPDATE SET "
-            "version = excluded.version, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
-            (project_id, name, meta.version, ciphertext, meta.created_at, meta.updated_at),
+            "INSERT INTO secrets (project_id, name, version, ciphertext, created_at, updated_at, fingerprint) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, name) DO UPDATE SET "
+            "version = excluded.version, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at, "
+            "fingerprint = excluded.fingerprint",
+            (project_id, name, meta.version, ciphertext, meta.created_at, meta.updated_at, value_fingerprint),
         )
         revision = await tx.bump_revision(project_id)
         await tx.emit(SecretPut(seq=0, project=project_id, revision=revision, name=name, version=meta.version))

@@ -22,6 +22,7 @@ import msgspec
 
 from contract.events import Event, encode_event
 from service.errors import ApiError, ServiceUnavailable
+from service.store.db import fetch_one
 
 log = logging.getLogger("service.writer")
 
@@ -38,7 +39,12 @@ class OutboxEntry:
 
 @dataclass(slots=True)
 class Transaction:
-    """What an operation sees: the connection, and `emit` to add an event to the outbox."""
+    """What an operation sees: the connection, and `emit` to add an event to the outbox.
+
+    Emitted events are written to the outbox together, in one statement just before the batch
+    commits (each aiosqlite statement is a round trip to the writer thread: one per batch, not
+    one per change).
+    """
 
     conn: aiosqlite.Connection
     next_seq: int
@@ -46,17 +52,14 @@ class Transaction:
 
     async def emit(self, event: Event) -> Event:
         stamped = msgspec.structs.replace(event, seq=self.next_seq, committed_at=time.time())
-        entry = OutboxEntry(self.next_seq, encode_event(stamped))
-        await self.conn.execute("INSERT INTO outbox (seq, payload) VALUES (?, ?)", (entry.seq, entry.payload))
-        self.events.append(entry)
+        self.events.append(OutboxEntry(self.next_seq, encode_event(stamped)))
         self.next_seq += 1
         return stamped
 
     async def bump_revision(self, project_id: str) -> int:
-        async with self.conn.execute(
-            "UPDATE projects SET revision = revision + 1 WHERE id = ? RETURNING revision", (project_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await fetch_one(
+            self.conn, "UPDATE projects SET revision = revision + 1 WHERE id = ? RETURNING revision", (project_id,)
+        )
         if row is None:
             raise LookupError(f"project {project_id!r} vanished inside a transaction")
         return int(row[0])
@@ -76,6 +79,7 @@ class Writer:
         self._next_seq = 1
         self._published_upto = 0
         self._cleaned_upto = 0
+        self.on_batch: Callable[[int, float], None] | None = None  # (operations, seconds), for metrics
 
     async def start(self) -> None:
         async with self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'") as cursor:
@@ -100,7 +104,10 @@ class Writer:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            started = time.perf_counter()
             await self._run_batch(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - started)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         try:
@@ -127,6 +134,10 @@ class Writer:
         try:
             await self._cleanup_outbox()
             outcomes = [await _attempt(pending.operation, tx) for pending in batch]
+            if tx.events:
+                await self._conn.executemany(
+                    "INSERT INTO outbox (seq, payload) VALUES (?, ?)", [(e.seq, e.payload) for e in tx.events]
+                )
             await self._conn.execute("COMMIT")
         except BaseException:
             await self._conn.rollback()
