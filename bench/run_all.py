@@ -36,6 +36,7 @@ BENCHMARKS = (
     Benchmark("propagation", "bench.propagation", "Propagation: PUT 2xx to a worker serving the new value"),
     Benchmark("resolution", "bench.resolution", "Resolution: ctx.secrets.X in an execution"),
     Benchmark("put_throughput", "bench.put_throughput", "Durable PUT throughput, 32 clients"),
+    Benchmark("webhooks", "bench.webhooks", "Webhook executions through the engine"),
 )
 
 
@@ -101,7 +102,7 @@ def earlier(benchmark: Benchmark) -> Outcome:
 
 def _ratio(figure: dict[str, Any]) -> str:
     ratio = float(figure["ratio"])
-    return f"{ratio:.2f}x raw" if figure["unit"] != "writes/s" else f"{ratio:.0%} of raw"
+    return f"{ratio:.0%} of raw" if str(figure["unit"]).endswith("/s") else f"{ratio:.2f}x raw"  # a rate, or a time
 
 
 def _figures_table(outcomes: list[Outcome]) -> list[str]:

@@ -116,3 +116,14 @@ def decode_event(payload: bytes) -> Event | UnknownEvent:
     except msgspec.ValidationError:
         return _fallback_decoder.decode(payload)
     return event
+
+
+SUMMARY_FIELDS: Final = ("type", "project", "name", "version", "revision")
+_generic_decoder: Final = msgspec.json.Decoder(dict[str, object])
+
+
+def summary_fields(payload: bytes) -> dict[str, str]:
+    """The event's identifying fields, flat, for stream readers that do not decode the JSON
+    (redis-cli, other languages): type, project, name, version, revision. Never a value."""
+    data = _generic_decoder.decode(payload)
+    return {key: str(data[key]) for key in SUMMARY_FIELDS if key in data}

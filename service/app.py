@@ -5,7 +5,6 @@ A context's cleanup runs only if it started, so a failed start-up closes exactly
 """
 
 import asyncio
-import contextlib
 import logging
 import secrets as random
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from contract.streams import Streams
+from contract.tasks import cancel_and_wait
 from service.auth import Authenticator
 from service.dispatch import Dispatcher, queue_client
 from service.errors import error_middleware
@@ -23,6 +23,7 @@ from service.metrics import ServiceMetrics
 from service.observability import metrics_ctx, observe_middleware
 from service.relay import OutboxRelay
 from service.routes import (
+    credentials,
     engine,
     engine_executions,
     executions,
@@ -97,10 +98,7 @@ async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await _drain(app)
     for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 async def _idle_cleanup(writer: Writer) -> None:
@@ -145,6 +143,7 @@ def create_app(settings: Settings) -> web.Application:
         hooks,
         engine_executions,
         frontend_vars,
+        credentials,
         session,
         pages,
         observability,

@@ -91,7 +91,7 @@ class Dispatcher:
             grant_hash=grant_hash,
             grant_expires=deadline + self._grace_s,
         )
-        created = await self._writer.submit(create_execution(new, self._retention))
+        created = await self._writer.submit(create_execution(new, self._retention), durable=False)
         record = created.record
         request = ExecutionRequest(
             id=record.id,

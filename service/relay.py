@@ -15,7 +15,9 @@ from typing import cast
 import aiosqlite
 import redis.asyncio as redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
+from contract.events import summary_fields
 from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ
 from service.store.writer import OutboxEntry
 
@@ -89,12 +91,7 @@ class OutboxRelay:
         batch = [self._pending[i] for i in range(min(MAX_PER_ROUND, len(self._pending)))]
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry in batch:
-                pipe.xadd(
-                    self._stream,
-                    {FIELD_SEQ: str(entry.seq), FIELD_ORIGIN: self._origin, FIELD_EVENT: entry.payload},
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
+                pipe.xadd(self._stream, self._fields(entry), maxlen=self._maxlen, approximate=True)
             await pipe.execute()
         for _ in batch:
             self._pending.popleft()
@@ -103,6 +100,11 @@ class OutboxRelay:
         if not self.connected:
             log.info("relay: publishing to %s", self._stream)
             self.connected = True
+
+    def _fields(self, entry: OutboxEntry) -> dict[FieldT, EncodableT]:
+        fields: dict[FieldT, EncodableT] = {key: value for key, value in summary_fields(entry.payload).items()}
+        fields.update({FIELD_SEQ: str(entry.seq), FIELD_ORIGIN: self._origin, FIELD_EVENT: entry.payload})
+        return fields
 
     async def _skip_already_published(self) -> None:
         newest = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._redis.xrevrange(self._stream, count=1))

@@ -68,15 +68,26 @@ class ExecutionConsumer:
                 raise
 
     async def run(self) -> None:
-        next_reclaim = 0.0
+        """Until stop(): (re)create the group when needed — Redis may start late, or come back
+        empty with the group gone (NOGROUP) — reclaim now and then, read what there is room for."""
+        next_reclaim, group_ready = 0.0, False
         while not self._stopping.is_set():
             try:
+                if not group_ready:
+                    await self.ensure_group()
+                    group_ready = True
                 if time.monotonic() >= next_reclaim:
                     await self._reclaim()
                     next_reclaim = time.monotonic() + self._reclaim_after_ms / 3000
                 await self._read()
             except (RedisError, OSError) as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    log.warning("the executions consumer group is gone (Redis restarted empty?); creating it again")
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.ensure_group()
+                        continue
                 log.warning("executions stream unavailable (%s); retrying", type(exc).__name__)
+                group_ready = False
                 await asyncio.sleep(0.5)
 
     async def stop(self, timeout_s: float = 30.0) -> None:

@@ -76,6 +76,7 @@ class ChangeListener:
         self._cache.drop_all(reason)
 
     async def _follow(self) -> None:
+        await self._redis.ping()  # Redis answers before the cache is trusted and "following" is logged
         if self._last_id is None:
             await self._start_at_newest()
         self._cache.drop_all("(re)connected to the events stream")

@@ -2,7 +2,6 @@
 cache, and the consumer that runs executions."""
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets as random
@@ -13,6 +12,7 @@ import msgspec
 
 from contract.executions import ExecutionRequest, ExecutionResult
 from contract.streams import Streams
+from contract.tasks import cancel_and_wait
 from contract.workflows import Workflow
 from worker.consumer import ExecutionConsumer, failure
 from worker.context import ExecutionContext
@@ -29,16 +29,6 @@ log = logging.getLogger("worker")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{random.token_hex(3)}"
-
-
-async def cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel `task` and wait for it to end. On Python 3.11, `asyncio.wait_for` (inside redis-py's
-    send) swallows a cancel that lands just as its inner call finishes, so cancel until it ends."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.2)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 class Worker:
@@ -84,7 +74,6 @@ class Worker:
             concurrency=self.settings.concurrency,
             reclaim_after_ms=self.settings.reclaim_after_ms,
         )
-        await self.consumer.ensure_group()
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="execution-consumer"))
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:

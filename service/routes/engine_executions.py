@@ -77,7 +77,9 @@ async def claim(request: web.Request) -> web.Response:
     grant_hash = hash_token(bearer_token(request))
     raw = await _read_limited(request, 4096)
     worker = _decode(raw, Claim, request.content_type).worker[:WORKER_NAME_MAX] if raw.strip() else ""
-    outcome = await request.app[WRITER].submit(store.claim_execution(project_id, execution_id, grant_hash, worker))
+    # A claim lost with the machine costs nothing: the message is reclaimed and claimed again.
+    claim = store.claim_execution(project_id, execution_id, grant_hash, worker)
+    outcome = await request.app[WRITER].submit(claim, durable=False)
     if outcome.attempt is None:
         raise store.execution_finished(execution_id)
     return json_response(ClaimReply(attempt=outcome.attempt))

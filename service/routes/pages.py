@@ -75,6 +75,16 @@ async def variables_page(request: web.Request) -> web.Response:
     return _file_response("variables.html", "no-store")
 
 
+@routes.get("/credentials")
+@describe(
+    "The Credentials page (Build → Credentials): typed provider keys, write-only",
+    auth=Auth.PUBLIC,
+    responses={200: Media("text/html")},
+)
+async def credentials_page(request: web.Request) -> web.Response:
+    return _file_response("credentials.html", "no-store")
+
+
 @routes.get("/static/{file}")
 @describe("A static file of the dashboard pages", auth=Auth.PUBLIC, responses={200: Media("*/*")})
 async def static_file(request: web.Request) -> web.Response:

@@ -39,6 +39,10 @@ class PutOutcome(msgspec.Struct, frozen=True, kw_only=True):
 # A private store that keeps fingerprints the same way adds its line here.
 PRIVATE_COPIES: list[tuple[str, str]] = [
     ("Backend Secret", "SELECT name FROM secrets WHERE project_id = ? AND fingerprint = ? ORDER BY name LIMIT 1"),
+    (
+        "Credential",
+        "SELECT name FROM credential_fingerprints WHERE project_id = ? AND fingerprint = ? ORDER BY name LIMIT 1",
+    ),
 ]
 
 _COLUMNS = "name, value, version, created_at, updated_at"

@@ -101,6 +101,29 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX sessions_by_expiry ON sessions(expires_at);
     """,
+    # 4: typed Credentials (ciphertext: the JSON of their fields, store "credential"), and keyed
+    # fingerprints of their secret fields for the frontend guardrail, deleted with their credential.
+    """
+    CREATE TABLE credentials (
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        type       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        ciphertext BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (project_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE credential_fingerprints (
+        project_id  TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        field       TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        PRIMARY KEY (project_id, name, field),
+        FOREIGN KEY (project_id, name) REFERENCES credentials(project_id, name) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX credential_fingerprints_by_value ON credential_fingerprints(project_id, fingerprint);
+    """,
 )
 
 

@@ -69,6 +69,7 @@ class Transaction:
 class _Pending:
     operation: Operation[Any]
     future: asyncio.Future[Any]
+    durable: bool = True
 
 
 class Writer:
@@ -79,6 +80,7 @@ class Writer:
         self._next_seq = 1
         self._published_upto = 0
         self._cleaned_upto = 0
+        self._durable = True  # the connection opens with synchronous = FULL
         self.on_batch: Callable[[int, float], None] | None = None  # (operations, seconds), for metrics
 
     async def start(self) -> None:
@@ -86,9 +88,11 @@ class Writer:
             row = await cursor.fetchone()
         self._next_seq = (int(row[0]) if row else 0) + 1
 
-    async def submit(self, operation: Operation[T]) -> T:
+    async def submit(self, operation: Operation[T], *, durable: bool = True) -> T:
+        """Run `operation` in the next batch. `durable=False` for bookkeeping that may be lost with
+        the machine (never with the process): the batch then commits without an fsync of its own."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(operation, future))
+        self._queue.put_nowait(_Pending(operation, future, durable))
         return await future
 
     def mark_published(self, seq: int) -> None:
@@ -129,6 +133,7 @@ class Writer:
             _settle(pending.future, outcome)
 
     async def _commit(self, batch: list[_Pending]) -> tuple[list[Any], list[OutboxEntry]]:
+        await self._set_durability(any(pending.durable for pending in batch))
         await self._conn.execute("BEGIN IMMEDIATE")
         tx = Transaction(self._conn, self._next_seq)
         try:
@@ -150,6 +155,13 @@ class Writer:
             upto = self._published_upto
             await self._conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
             self._cleaned_upto = upto
+
+    async def _set_durability(self, durable: bool) -> None:
+        """FULL fsyncs the WAL at commit; NORMAL leaves that to the next FULL commit or checkpoint:
+        still atomic and safe from a process crash, lost only with the machine (power cut, kernel)."""
+        if durable != self._durable:
+            await self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
 
     def _fail_all(self, batch: list[_Pending], error: Exception) -> None:
         for pending in batch:
@@ -185,4 +197,4 @@ def _busy_error(exc: sqlite3.OperationalError) -> ApiError:
 
 async def flush_cleanup(writer: Writer) -> None:
     """Run an empty batch so published outbox rows are deleted even when no change comes."""
-    await writer.submit(_noop)
+    await writer.submit(_noop, durable=False)

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
-from contract.events import decode_event
+from contract.events import SUMMARY_FIELDS, decode_event
 from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ, Streams
 from tests.conftest import CreateProject, Project
 
@@ -78,8 +78,19 @@ async def test_no_event_ever_contains_a_value(
     assert len(entries) == 4
     raw = repr(entries).encode()
     assert canary.encode() not in raw
+    summary = {key.encode() for key in SUMMARY_FIELDS}
     for _, fields in entries:
-        assert set(fields) == {FIELD_EVENT, FIELD_SEQ, FIELD_ORIGIN}
+        assert {FIELD_EVENT, FIELD_SEQ, FIELD_ORIGIN} <= set(fields) <= {FIELD_EVENT, FIELD_SEQ, FIELD_ORIGIN} | summary
+
+
+async def test_entries_carry_flat_summary_fields(
+    api: TestClient, project: Project, redis_client: redis.Redis, streams: Streams
+) -> None:
+    await api.put(f"/api/projects/{project.id}/secrets/FLAT", json={"value": "v"}, headers=project.dashboard)
+    entries = await wait_for_entries(redis_client, streams.events, 2)
+    fields = entries[-1][1]
+    assert fields[b"type"] == b"secret.put" and fields[b"name"] == b"FLAT" and fields[b"version"] == b"1"
+    assert fields[b"project"] == project.id.encode() and fields[b"revision"] == b"1"
 
 
 async def test_a_refused_change_publishes_nothing(

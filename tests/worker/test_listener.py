@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient
 
 from contract.events import ChangeEvent, Event, ProjectDeleted, SecretPut, UnknownEvent, encode_event
 from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ
+from contract.tasks import cancel_and_wait
 from tests.conftest import CreateProject, Project
 from tests.support.processes import RedisServer
 from tests.worker.conftest import CountingFetch, put_secret
 from worker.listener import ChangeListener, listener_client
-from worker.runtime import cancel_and_wait
 from worker.snapshots import SnapshotCache
 
 pytestmark = pytest.mark.timeout(20)

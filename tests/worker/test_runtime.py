@@ -7,7 +7,8 @@ import time
 import pytest
 import redis.asyncio as redis
 
-from worker.runtime import Worker, cancel_and_wait
+from contract.tasks import cancel_and_wait
+from worker.runtime import Worker
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.timeout(20)

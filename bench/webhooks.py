@@ -1,0 +1,176 @@
+"""Webhook -> verify_webhook -> respond through the engine, with 1 and 2 workers, beside the ceiling.
+
+The ceiling is an aiohttp handler doing the same Stripe HMAC check in its own process (no queue,
+no worker, no secret lookup), driven by the same load in the same run. Figures: executions/s
+with 32 concurrent senders, and p50/p99 latency at moderate load (4 concurrent senders).
+"""
+
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets as random
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from bench.harness import (
+    REDIS_URL,
+    REPO,
+    Figure,
+    Service,
+    create_project,
+    free_port,
+    print_figures,
+    running_service,
+    stop_process,
+    summary,
+    write_result,
+)
+
+THROUGHPUT_CLIENTS = 32
+MODERATE_CLIENTS = 4
+WINDOW_S = 6.0
+WARMUP_S = 1.5
+SIGNING_KEY = "whsec_" + random.token_hex(24)
+BODY = b'{"id":"evt_bench","type":"payment_intent.succeeded","data":{"object":{"amount":4200}}}'
+WORKFLOW = {
+    "trigger": {"type": "webhook"},
+    "nodes": [
+        {"id": "verify", "type": "verify_webhook",
+         "config": {"scheme": "stripe", "secret": "${ secrets.STRIPE_WEBHOOK_SIGNING_KEY }"}},
+        {"id": "reply", "type": "respond", "config": {"status": 200, "body": {"received": True}}},
+    ],
+}  # fmt: skip
+
+CEILING_SERVER = f"""
+import hashlib, hmac, sys, time
+from aiohttp import web
+KEY = {SIGNING_KEY!r}.encode()
+
+async def hook(request):
+    body = await request.read()
+    parts = dict(p.split("=", 1) for p in request.headers.get("Stripe-Signature", "").split(","))
+    signed = parts.get("t", "").encode() + b"." + body
+    expected = hmac.new(KEY, signed, hashlib.sha256).hexdigest()
+    if abs(time.time() - int(parts.get("t", "0"))) > 300 or not hmac.compare_digest(expected, parts.get("v1", "")):
+        return web.json_response({{"error": "invalid_signature"}}, status=400)
+    return web.json_response({{"received": True}})
+
+app = web.Application()
+app.router.add_post("/hooks/ceiling", hook)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def signature() -> str:
+    t = int(time.time())
+    return f"t={t},v1={hmac.new(SIGNING_KEY.encode(), f'{t}.'.encode() + BODY, hashlib.sha256).hexdigest()}"
+
+
+async def drive(url: str, clients: int, window_s: float) -> tuple[float, list[float], int]:
+    """`clients` senders in a loop for `window_s` after a warm-up: (per second, latencies ms, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    start = time.monotonic()
+    measure_from, stop_at = start + WARMUP_S, start + WARMUP_S + window_s
+
+    async def sender(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while (now := time.monotonic()) < stop_at:
+            headers = {"Content-Type": "application/json", "Stripe-Signature": signature()}
+            async with session.post(url, data=BODY, headers=headers) as response:
+                await response.read()
+                ok = response.status == 200
+            if now >= measure_from:
+                latencies.append((time.monotonic() - now) * 1000)
+                errors += not ok
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(sender(session) for _ in range(clients)))
+    return len(latencies) / window_s, latencies, errors
+
+
+@asynccontextmanager
+async def workers(service: Service, count: int) -> AsyncIterator[None]:
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "BACKEND_SECRETS_API_URL": service.base_url,
+           "BACKEND_SECRETS_STREAM_PREFIX": service.prefix, "BACKEND_SECRETS_LOG_LEVEL": "WARNING"}  # fmt: skip
+    procs = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", cwd=REPO, env=env,
+                                             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(count)
+    ]  # fmt: skip
+    try:
+        await asyncio.sleep(1.5)  # connected and in the consumer group
+        yield
+    finally:
+        for proc in procs:
+            await stop_process(proc)
+
+
+@asynccontextmanager
+async def ceiling_server() -> AsyncIterator[str]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CEILING_SERVER, str(port), cwd=REPO)
+    try:
+        await asyncio.sleep(1.0)
+        yield f"http://127.0.0.1:{port}/hooks/ceiling"
+    finally:
+        await stop_process(proc)
+
+
+async def engine_runs(service: Service) -> dict[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as session:
+        project = await create_project(session, service)
+        base = f"{service.base_url}/api/projects/{project.id}"
+        await session.put(f"{base}/secrets/STRIPE_WEBHOOK_SIGNING_KEY", json={"value": SIGNING_KEY},
+                          headers=project.dashboard)  # fmt: skip
+        await session.put(f"{base}/workflows/stripe", json=WORKFLOW, headers=project.dashboard)
+    url = f"{service.base_url}/hooks/{project.id}/stripe"
+    runs: dict[int, dict[str, object]] = {}
+    for count in (1, 2):
+        async with workers(service, count):
+            per_s, _, errors = await drive(url, THROUGHPUT_CLIENTS, WINDOW_S)
+            _, latencies, lat_errors = await drive(url, MODERATE_CLIENTS, WINDOW_S)
+        runs[count] = {"per_s": per_s, "latency_ms": summary(latencies), "errors": errors + lat_errors}
+    return runs
+
+
+async def main() -> None:
+    started = time.monotonic()
+    async with running_service("webhooks", extra_env={"BACKEND_SECRETS_LOG_LEVEL": "WARNING"}) as service:
+        runs = await engine_runs(service)
+    async with ceiling_server() as url:
+        ceiling_per_s, _, ceiling_errors = await drive(url, THROUGHPUT_CLIENTS, WINDOW_S)
+        _, ceiling_lat, _ = await drive(url, MODERATE_CLIENTS, WINDOW_S)
+    ceiling_ms = summary(ceiling_lat)
+    figures = []
+    for count, run in runs.items():
+        lat: dict[str, float] = run["latency_ms"]  # type: ignore[assignment]
+        per_s = float(run["per_s"])  # type: ignore[arg-type]
+        figures += [
+            Figure(f"webhook executions/s, {count} worker(s), {THROUGHPUT_CLIENTS} senders", per_s, "executions/s",
+                   "in-process aiohttp HMAC handler", ceiling_per_s, ">= 25% of ceiling", per_s >= 0.25 * ceiling_per_s),
+            Figure(f"webhook p50, {count} worker(s), {MODERATE_CLIENTS} senders", lat["p50"], "ms",
+                   "in-process handler p50", ceiling_ms["p50"], "<= 5 ms", lat["p50"] <= 5.0),
+            Figure(f"webhook p99, {count} worker(s), {MODERATE_CLIENTS} senders", lat["p99"], "ms",
+                   "in-process handler p99", ceiling_ms["p99"], "(reported)", True),
+        ]  # fmt: skip
+    details = {
+        "method": (f"{THROUGHPUT_CLIENTS} concurrent senders for throughput and {MODERATE_CLIENTS} for latency, "
+                   f"{WINDOW_S:.0f} s windows after {WARMUP_S} s warm-up, each request a freshly signed "
+                   "Stripe webhook through service -> executions stream -> worker -> result -> response"),
+        "runs": runs,
+        "ceiling": {"per_s": ceiling_per_s, "latency_ms": ceiling_ms, "errors": ceiling_errors},
+        "duration_s": round(time.monotonic() - started, 1),
+    }  # fmt: skip
+    write_result("webhooks", figures, details)
+    print_figures("Webhook -> verify -> respond", figures)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
