@@ -149,7 +149,7 @@ CREDENTIAL_TYPES: Final[Mapping[str, CredentialType]] = {
     )
 }
 
-_FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_ALL_FIELD_NAMES: Final = frozenset(f.name for t in CREDENTIAL_TYPES.values() for f in t.fields)
 _COMPILED: Final = {(t.type, f.name): re.compile(f.pattern) for t in CREDENTIAL_TYPES.values() for f in t.fields}
 
 
@@ -176,10 +176,11 @@ def check_fields(kind: CredentialType, fields: Mapping[str, object]) -> dict[str
     """
     unknown = sorted(set(fields) - set(kind.field_names))
     if unknown:
-        shown = unknown[0] if _FIELD_NAME.fullmatch(unknown[0]) else "<unknown>"  # a key may be a pasted value
+        # Only a field name of some type is named back: an unknown key may be a value pasted in the wrong place.
+        shown = f"fields.{unknown[0]}" if unknown[0] in _ALL_FIELD_NAMES else "fields"
         raise CredentialFieldsError(
             "unknown_field",
-            f"fields.{shown}: a {kind.type} credential has no such field; its fields are {', '.join(kind.field_names)}",
+            f"{shown}: a {kind.type} credential has no such field; its fields are {', '.join(kind.field_names)}",
         )
     checked: dict[str, str] = {}
     for spec in kind.fields:

@@ -9,7 +9,7 @@ from typing import Final
 import msgspec
 
 
-class EngineSecret(msgspec.Struct, frozen=True, kw_only=True):
+class EngineSecret(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """`previous_ciphertext`: during a signing-key rotation's overlap window (until the Unix time
     `previous_valid_until`) the old value, which only verify_webhook may use."""
 

@@ -19,10 +19,14 @@ from service.auth import Authenticator
 from service.dispatch import Dispatcher, queue_client
 from service.errors import error_middleware
 from service.keyring import KeyRing
+from service.keystore import Keystore
+from service.maintenance import maintenance_ctx
 from service.metrics import ServiceMetrics
 from service.observability import metrics_ctx, observe_middleware
+from service.refusals import RefusalLimiter, refusals_middleware
 from service.relay import OutboxRelay
 from service.routes import (
+    audit,
     credentials,
     engine,
     engine_executions,
@@ -127,12 +131,13 @@ async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    middlewares = [observe_middleware, error_middleware]  # outermost first: the id and metrics see every answer
+    # Outermost first: the id and metrics see every answer; refusals are audited from the error's answer.
+    middlewares = [observe_middleware, refusals_middleware(RefusalLimiter()), error_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[KEYRING] = KeyRing(settings.master_keys)
+    app[KEYRING] = KeyRing(settings.master_keys, Keystore(settings.keystore))
     app[METRICS] = ServiceMetrics()
-    app.cleanup_ctx.extend([storage_ctx, redis_ctx, tasks_ctx, dispatch_ctx, metrics_ctx])
+    app.cleanup_ctx.extend([storage_ctx, redis_ctx, tasks_ctx, dispatch_ctx, metrics_ctx, maintenance_ctx])
     for module in (
         health,
         projects,
@@ -147,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
         session,
         pages,
         observability,
+        audit,
     ):
         app.router.add_routes(module.routes)
     return app

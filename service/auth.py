@@ -17,6 +17,7 @@ from aiohttp import web
 
 from contract.config import Secret
 from contract.executions import GRANT_PREFIX
+from service.actor import CURRENT, Actor
 from service.errors import Forbidden, NotFound, Unauthorized
 from service.store.executions import find_grant
 from service.store.projects import NewToken, find_token
@@ -95,11 +96,30 @@ class Authenticator:
         for token_hash in [h for h, p in self._known.items() if p.project_id == project_id]:
             del self._known[token_hash]
 
-    async def require(self, request: web.Request, scope: Scope, project_id: str | None = None) -> Principal:
+    async def _identified(self, request: web.Request) -> Principal:
+        """The principal, also remembered as the request's actor for the audit log (service.actor)."""
         principal = await self.principal(request)
+        CURRENT.set(Actor(principal.scope.value, principal.token_id))
+        return principal
+
+    async def require(self, request: web.Request, scope: Scope, project_id: str | None = None) -> Principal:
+        principal = await self._identified(request)
         if principal.scope is not scope:
             raise Forbidden(f"this route needs the {scope.value} token", code="wrong_token_scope")
         if project_id is not None and principal.project_id != project_id:
+            raise NotFound("no such project", code="project_not_found")
+        return principal
+
+    async def require_manager(self, request: web.Request, project_id: str) -> Principal:
+        """The admin token, or the project's own dashboard token (key rotation). The admin's answer
+        for an unknown project is the store's 404."""
+        principal = await self._identified(request)
+        if principal.scope is Scope.ADMIN:
+            return principal
+        if principal.scope is not Scope.DASHBOARD:
+            needed = "this route needs the project's dashboard token or the admin token"
+            raise Forbidden(needed, code="wrong_token_scope")
+        if principal.project_id != project_id:
             raise NotFound("no such project", code="project_not_found")
         return principal
 
@@ -111,6 +131,7 @@ class Authenticator:
         grant = await find_grant(self._reader, hash_token(token))
         if grant is None:
             raise Unauthorized("unknown token", code="invalid_token")
+        CURRENT.set(Actor(Scope.ENGINE.value, f"grant:{grant.execution_id}"))
         if grant.project_id != project_id:
             raise NotFound("no such project", code="project_not_found")
         if not grant.live:

@@ -62,6 +62,7 @@ class Auth(enum.Enum):
     PUBLIC = ()
     ADMIN = ("adminToken",)
     DASHBOARD = ("dashboardToken", "sessionCookie")
+    MANAGER = ("adminToken", "dashboardToken", "sessionCookie")  # the admin, or the project's dashboard
     SESSION = ("sessionCookie",)
     SESSION_OPTIONAL = ("sessionCookie", "")
     ENGINE = ("engineToken", "executionGrant")

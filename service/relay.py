@@ -89,6 +89,8 @@ class OutboxRelay:
         if self._must_check_stream:
             await self._skip_already_published()
         batch = [self._pending[i] for i in range(min(MAX_PER_ROUND, len(self._pending)))]
+        if not batch:  # everything pending was in the stream already (the process died before its cleanup)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry in batch:
                 pipe.xadd(self._stream, self._fields(entry), maxlen=self._maxlen, approximate=True)

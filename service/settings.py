@@ -29,6 +29,12 @@ class Settings:
     executions_max_age_s: float = 30 * 86_400  # 0 keeps executions of any age
     executions_maxlen: int = 100_000  # approximate length bound of the executions stream
     grant_grace_s: float = 10.0  # an execution's grant outlives its deadline by this much
+    keystore_dir: Path | None = None  # the shred keys (service.keystore); None: beside the database
+
+    @property
+    def keystore(self) -> Path:
+        """Where the projects' shred keys live: BACKEND_SECRETS_KEYSTORE, else `<db stem>-keystore/` beside the DB."""
+        return self.keystore_dir or self.db_path.with_name(f"{self.db_path.stem}-keystore")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -47,6 +53,7 @@ class Settings:
             hook_timeout_s=read_float(env, "BACKEND_SECRETS_HOOK_TIMEOUT_S", 30.0),
             executions_keep=read_int(env, "BACKEND_SECRETS_EXECUTIONS_KEEP", 1_000),
             executions_max_age_s=read_float(env, "BACKEND_SECRETS_EXECUTIONS_MAX_AGE_S", 30 * 86_400),
+            keystore_dir=Path(keystore) if (keystore := read_env(env, "BACKEND_SECRETS_KEYSTORE")) else None,
         )
 
 

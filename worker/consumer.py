@@ -81,11 +81,6 @@ class ExecutionConsumer:
                     next_reclaim = time.monotonic() + self._reclaim_after_ms / 3000
                 await self._read()
             except (RedisError, OSError) as exc:
-                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
-                    log.warning("the executions consumer group is gone (Redis restarted empty?); creating it again")
-                    with contextlib.suppress(RedisError, OSError):
-                        await self.ensure_group()
-                        continue
                 log.warning("executions stream unavailable (%s); retrying", type(exc).__name__)
                 group_ready = False
                 await asyncio.sleep(0.5)

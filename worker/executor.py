@@ -13,13 +13,14 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from contract.credential_types import CREDENTIAL_TYPES, authorization_header
 from contract.executions import ErrorInfo, ExecutionInput, ExecutionResult, NodeRecord
 from contract.templates import Ref, TemplateError, mentions_secrets, parse, strings_in
-from contract.workflows import CODE_NODE_TYPES, Node, VerifyWebhookConfig, Workflow
+from contract.workflows import CODE_NODE_TYPES, HttpRequestConfig, Node, VerifyWebhookConfig, Workflow
 from worker.context import ExecutionContext
 from worker.errors import EngineError
 from worker.masking import Masker
-from worker.nodes import NODE_RUNNERS, NodeFailed, NodeRun, verify_webhook
+from worker.nodes import NODE_RUNNERS, NodeFailed, NodeRun, http_request, verify_webhook
 from worker.templates import render
 
 log = logging.getLogger("worker.executor")
@@ -117,7 +118,19 @@ class Execution:
             raise NodeFailed("invalid_config", f"node {node.id!r}: {exc}") from None
         if isinstance(config, VerifyWebhookConfig):
             return await verify_webhook.run(config, self.state, await self._previous_secrets(node))
+        if isinstance(config, HttpRequestConfig) and config.credential:
+            return await http_request.run(config, self.state, await self._credential_headers(config.credential))
         return await runner(config, self.state)
+
+    async def _credential_headers(self, name: str) -> dict[str, str]:
+        """The credential's auth header, added by the engine: its values never enter a template."""
+        type_name, fields = await self.ctx.secrets.credential(name)
+        kind = CREDENTIAL_TYPES.get(type_name)
+        if kind is None:
+            raise NodeFailed("unknown_credential_type", f"credential {name!r} has a type this worker does not know")
+        header = authorization_header(kind, fields)
+        self.ctx.secrets.revealed.add(header.split(" ", 1)[1])  # Basic's base64 holds no raw field value
+        return {"Authorization": header}
 
     async def _previous_secrets(self, node: Node) -> list[str]:
         """A signing key's old value during its rotation overlap, when `secret` is one reference."""

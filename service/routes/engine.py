@@ -4,7 +4,7 @@ credentials). Ciphertext only."""
 import aiosqlite
 from aiohttp import web
 
-from contract.engine import EngineCredential, EngineSecret, EngineSnapshot, snapshot_encoder
+from contract.engine import EngineCredential, EngineSnapshot, snapshot_encoder
 from service.errors import NotFound, ServiceUnavailable
 from service.openapi import Auth, describe
 from service.state import AUTH, KEYRING, READER
@@ -42,7 +42,7 @@ async def engine_secrets(request: web.Request) -> web.Response:
         project=project_id,
         revision=rows.revision,
         data_key=request.app[KEYRING].unwrap(rows.wrapped_key).decode(),
-        secrets=[EngineSecret(name=n, version=v, ciphertext=c.decode()) for n, v, c in rows.secrets],
+        secrets=rows.secrets,
         credentials=[
             EngineCredential(name=n, type=t, version=v, ciphertext=c.decode()) for n, t, v, c in credentials.credentials
         ],

@@ -1,5 +1,7 @@
 """Backend Secrets for the dashboard: metadata, overwrite and delete. A value never comes back."""
 
+from typing import Annotated
+
 import msgspec
 from aiohttp import web
 
@@ -18,7 +20,11 @@ routes = web.RouteTableDef()
 
 
 class PutSecret(msgspec.Struct, forbid_unknown_fields=True):
+    """`previous_valid_for_s`: when rotating a webhook signing key, the value being replaced is still
+    accepted by verify_webhook (and only there) for this many seconds (1 to 7 days)."""
+
     value: str
+    previous_valid_for_s: Annotated[int, msgspec.Meta(gt=0, le=store.PREVIOUS_MAX_S)] | None = None
 
     def __repr__(self) -> str:
         return "PutSecret(value=<hidden>)"
@@ -61,7 +67,8 @@ async def get_secret(request: web.Request) -> web.Response:
 
 @routes.put("/api/projects/{project}/secrets/{name}")
 @describe(
-    "Create (201) or overwrite (200) a secret; answers its metadata only",
+    "Create (201) or overwrite (200) a secret; answers its metadata only. With `previous_valid_for_s` the "
+    "replaced value stays valid for verify_webhook that long (a signing key's overlap window)",
     auth=Auth.DASHBOARD,
     body=PutSecret,
     responses={201: store.SecretMeta, 200: store.SecretMeta},
@@ -73,7 +80,8 @@ async def put_secret(request: web.Request) -> web.Response:
     project_id = await _dashboard_project(request)
     name = valid_name(request.match_info["name"])
     if_match = if_match_version(request)
-    value = valid_value((await read_json(request, PutSecret)).value)
+    body = await read_json(request, PutSecret)
+    value = valid_value(body.value)
     keyring = request.app[KEYRING]
 
     def seal_under(wrapped_key: bytes) -> bytes:
@@ -81,7 +89,14 @@ async def put_secret(request: web.Request) -> web.Response:
 
     wrapped = await project_wrapped_key(request.app[READER], project_id)
     operation = store.put_secret(
-        project_id, name, seal_under(wrapped), wrapped, seal_under, if_match, fingerprinter(keyring, value)
+        project_id,
+        name,
+        seal_under(wrapped),
+        wrapped,
+        seal_under,
+        if_match,
+        fingerprinter(keyring, value),
+        body.previous_valid_for_s,
     )
     outcome = await request.app[WRITER].submit(operation)
     return json_response(outcome.meta, status=201 if outcome.created else 200, headers=_etag(outcome.meta.version))

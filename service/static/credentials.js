@@ -230,7 +230,8 @@
         input.setAttribute("aria-describedby", `${hint.id} ${error.id}`);
         if (spec.secret) {
           reveal.setAttribute("aria-controls", id);
-          reveal.setAttribute("aria-label", `Show ${spec.label.toLowerCase()}`);
+          reveal.dataset.what = spec.label.toLowerCase();
+          setReveal(field, false);
           reveal.addEventListener("click", () => setReveal(field, reveal.getAttribute("aria-pressed") !== "true"));
         } else {
           reveal.remove();
@@ -251,6 +252,7 @@
     input.type = shown ? "text" : "password";
     button.setAttribute("aria-pressed", String(shown));
     button.textContent = shown ? "Hide" : "Show";
+    button.setAttribute("aria-label", `${shown ? "Hide" : "Show"} ${button.dataset.what}`);
   }
 
   function fieldElements() {

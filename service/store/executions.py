@@ -19,6 +19,7 @@ import msgspec
 from contract.executions import ErrorInfo, ExecutionResult, HttpReply, NodeRecord
 from service.clock import now_rfc3339
 from service.errors import Conflict, NotFound, Unauthorized
+from service.store.usage import record_reads
 from service.store.writer import Operation, Transaction
 
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out"]
@@ -303,6 +304,7 @@ def record_result(
                 execution_id,
             ),
         )
+        await record_reads(tx, project_id, execution_id, result.worker, result.reads)  # audit, last_used_at
         return await _read_record(tx, execution_id)
 
     return operation

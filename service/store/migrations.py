@@ -1,5 +1,7 @@
 """Versioned schema migrations, applied in order at start-up inside one transaction each."""
 
+import sqlite3
+
 import aiosqlite
 
 MIGRATIONS: tuple[str, ...] = (
@@ -124,7 +126,68 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX credential_fingerprints_by_value ON credential_fingerprints(project_id, fingerprint);
     """,
+    # 5: a secret's previous value during a signing-key overlap window (sealed like the value, dropped
+    # once `previous_valid_until` (Unix time) passes) and when the engine last read it; which saved
+    # workflows reference which secret or credential (kept with each workflow save); and the audit log:
+    # append-only (UPDATE refused; DELETE refused while the project exists, so only deleting the
+    # project removes its log). `seq` is the paging cursor; AUTOINCREMENT never reuses one.
+    """
+    ALTER TABLE secrets ADD COLUMN previous_ciphertext BLOB;
+    ALTER TABLE secrets ADD COLUMN previous_valid_until REAL;
+    ALTER TABLE secrets ADD COLUMN last_used_at TEXT;
+    CREATE INDEX secrets_by_previous_expiry ON secrets(previous_valid_until) WHERE previous_valid_until IS NOT NULL;
+    CREATE TABLE workflow_refs (
+        project_id TEXT NOT NULL,
+        workflow   TEXT NOT NULL,
+        kind       TEXT NOT NULL CHECK (kind IN ('secret', 'credential')),
+        name       TEXT NOT NULL,
+        PRIMARY KEY (project_id, kind, name, workflow),
+        FOREIGN KEY (project_id, workflow) REFERENCES workflows(project_id, name) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX workflow_refs_by_workflow ON workflow_refs(project_id, workflow);
+    CREATE TABLE audit_log (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id   TEXT NOT NULL,
+        at           TEXT NOT NULL,
+        action       TEXT NOT NULL CHECK (action IN ('change', 'read', 'refused')),
+        actor_kind   TEXT NOT NULL,
+        actor_id     TEXT,
+        store        TEXT,
+        op           TEXT,
+        name         TEXT,
+        version      INTEGER,
+        execution_id TEXT,
+        node_id      TEXT,
+        status       INTEGER,
+        code         TEXT,
+        suppressed   INTEGER
+    );
+    CREATE INDEX audit_log_by_project ON audit_log(project_id, seq);
+    CREATE INDEX audit_log_by_name ON audit_log(project_id, name, seq);
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only');
+    END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    WHEN EXISTS (SELECT 1 FROM projects WHERE id = OLD.project_id)
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit log is append-only while its project exists');
+    END;
+    """,
 )
+
+
+def statements(script: str) -> list[str]:
+    """The script's statements; a `;` inside a trigger's BEGIN ... END does not end its CREATE TRIGGER."""
+    found: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                found.append(pending)
+            pending = ""
+    return found
 
 
 async def current_version(conn: aiosqlite.Connection) -> int:
@@ -139,7 +202,7 @@ async def migrate(conn: aiosqlite.Connection) -> int:
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in filter(str.strip, script.split(";")):
+            for statement in statements(script):
                 await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {number}")
             await conn.commit()

@@ -13,6 +13,7 @@ from contract.events import WorkflowDeleted, WorkflowPut
 from contract.workflows import Workflow
 from service.clock import now_rfc3339
 from service.errors import NotFound, PreconditionFailed
+from service.store.usage import replace_refs
 from service.store.writer import Operation, Transaction
 
 
@@ -109,6 +110,7 @@ def put_workflow(project_id: str, name: str, definition: bytes, if_match: int | 
             "version = excluded.version, definition = excluded.definition, updated_at = excluded.updated_at",
             (project_id, name, meta.version, definition.decode(), meta.created_at, meta.updated_at),
         )
+        await replace_refs(tx, project_id, name, definition)  # `used_by` of the secrets it references
         revision = await tx.bump_revision(project_id)
         await tx.emit(WorkflowPut(seq=0, project=project_id, revision=revision, name=name, version=meta.version))
         return PutOutcome(meta=meta, created=current is None)

@@ -4,6 +4,9 @@ Handlers submit an operation (an async function of a `Transaction`); the writer 
 operations waiting at that moment inside one `BEGIN IMMEDIATE` transaction and one fsync, then
 answers each. That is group commit: 32 concurrent PUTs cost a few fsyncs, not 32.
 
+Every event an operation emits is also an audit entry (service.store.audit), written in the same
+batch and attributed to the actor of the request that submitted the operation (service.actor).
+
 An operation validates before it writes, and raises an `ApiError` only before its first write:
 that error is its answer and the batch goes on. Any other exception rolls the batch back and
 each of its operations is retried alone, so one broken operation cannot fail its neighbours.
@@ -21,7 +24,9 @@ import aiosqlite
 import msgspec
 
 from contract.events import Event, encode_event
+from service.actor import CURRENT, Actor
 from service.errors import ApiError, ServiceUnavailable
+from service.store.audit import NewEntry, entry_for_event, write_entries
 from service.store.db import fetch_one
 
 log = logging.getLogger("service.writer")
@@ -49,12 +54,21 @@ class Transaction:
     conn: aiosqlite.Connection
     next_seq: int
     events: list[OutboxEntry] = field(default_factory=list)
+    actor: Actor | None = None  # who submitted the operation running now
+    audit: list[NewEntry] = field(default_factory=list)
 
     async def emit(self, event: Event) -> Event:
         stamped = msgspec.structs.replace(event, seq=self.next_seq, committed_at=time.time())
         self.events.append(OutboxEntry(self.next_seq, encode_event(stamped)))
         self.next_seq += 1
+        entry = entry_for_event(stamped, self.actor)
+        if entry is not None:
+            self.audit.append(entry)
         return stamped
+
+    def record(self, entry: NewEntry) -> None:
+        """An audit entry that is not a change event (an engine read, a refused request)."""
+        self.audit.append(entry)
 
     async def bump_revision(self, project_id: str) -> int:
         row = await fetch_one(
@@ -70,6 +84,7 @@ class _Pending:
     operation: Operation[Any]
     future: asyncio.Future[Any]
     durable: bool = True
+    actor: Actor | None = None
 
 
 class Writer:
@@ -92,7 +107,7 @@ class Writer:
         """Run `operation` in the next batch. `durable=False` for bookkeeping that may be lost with
         the machine (never with the process): the batch then commits without an fsync of its own."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(operation, future, durable))
+        self._queue.put_nowait(_Pending(operation, future, durable, CURRENT.get()))
         return await future
 
     def mark_published(self, seq: int) -> None:
@@ -138,7 +153,12 @@ class Writer:
         tx = Transaction(self._conn, self._next_seq)
         try:
             await self._cleanup_outbox()
-            outcomes = [await _attempt(pending.operation, tx) for pending in batch]
+            outcomes = []
+            for pending in batch:
+                tx.actor = pending.actor
+                outcomes.append(await _attempt(pending.operation, tx))
+            if tx.audit:
+                await write_entries(self._conn, tx.audit)
             if tx.events:
                 await self._conn.executemany(
                     "INSERT INTO outbox (seq, payload) VALUES (?, ?)", [(e.seq, e.payload) for e in tx.events]

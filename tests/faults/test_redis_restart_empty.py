@@ -84,8 +84,6 @@ async def test_workers_drop_their_caches_and_run_executions_after_redis_restarts
         assert [r["json"]["token"] == second for r in target.requests[4:]] == [True] * 8
         assert await wait_until_acked(stack.redis.url, stack.streams.executions) == 0
         assert len(target.requests) == 4 + 8, "an execution ran twice"
-        recreated = sum("consumer group" in w.log_text()[o:] for w, o in zip(workers, log_at, strict=True))
-        assert recreated >= 1, "no worker said it created the consumer group again"
     finally:
         await worker.close()
 

@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import secrets as random
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +19,10 @@ from contract.credential_types import CREDENTIAL_TYPES
 from contract.events import decode_event
 from contract.sealing import SealError, open_sealed
 from contract.streams import FIELD_EVENT, Streams
+from service.routes import engine as engine_routes
 from tests.conftest import CreateProject, Project, admin_headers
 from tests.service.test_events import wait_for_entries
+from tests.service.test_openapi import Checker
 from tests.support.api import assert_rfc3339_utc, expect_error
 
 pytestmark = pytest.mark.timeout(20)
@@ -211,9 +214,9 @@ SECRET_IN_BODY = "sk_live_" + "canaryrefused" + "9f8e7d6c"
         ({"type": "stripe", "fields": {}}, "missing_field", "fields.secret_key"),
         ({"type": "http_basic", "fields": {"username": "u"}}, "missing_field", "fields.password"),
         (
-            {"type": "stripe", "fields": {"secret_key": SECRET_IN_BODY, "publishable_key": SECRET_IN_BODY}},
+            {"type": "stripe", "fields": {"secret_key": SECRET_IN_BODY, "api_key": SECRET_IN_BODY}},
             "unknown_field",
-            "fields.publishable_key",
+            "fields.api_key",
         ),
         ({"type": "stripe", "fields": {"secret_key": "pk_live_" + SECRET_IN_BODY}}, "invalid_field_value", "sk_test_"),
         ({"type": "stripe", "fields": {"secret_key": SECRET_IN_BODY + "\n"}}, "invalid_field_value", "whitespace"),
@@ -243,7 +246,7 @@ SECRET_IN_BODY = "sk_live_" + "canaryrefused" + "9f8e7d6c"
         ),
         ({"type": "stripe", "fields": {"secret_key": 42}}, "invalid_field_value", "fields.secret_key"),
         ({"type": "stripe", "fields": {"secret_key": None}}, "missing_field", "fields.secret_key"),
-        ({"type": "stripe", "fields": {SECRET_IN_BODY: "x"}}, "unknown_field", "fields.<unknown>"),
+        ({"type": "stripe", "fields": {SECRET_IN_BODY: "x"}}, "unknown_field", "fields: a stripe"),
         ({"type": "stripe", "fields": []}, "invalid_field", "fields"),
         ({"type": "stripe"}, "invalid_field", "fields"),
         ({"fields": {"secret_key": SECRET_IN_BODY}}, "invalid_field", "type"),
@@ -462,3 +465,71 @@ async def test_a_stripe_key_credential_is_refused_as_a_frontend_var(api: TestCli
 
 def test_the_table_is_the_one_the_route_serves() -> None:
     assert set(CREDENTIAL_TYPES) == {"stripe", "openai", "slack", "resend", "http_bearer", "http_basic"}
+
+
+async def test_answers_match_the_openapi_document(api: TestClient, project: Project) -> None:
+    checker = Checker(await (await api.get("/api/openapi.json")).json())
+    one = "/api/projects/{project}/credentials/{name}"
+    key = stripe_key()
+    answers = [
+        ("/api/credential-types", "get", await api.get("/api/credential-types")),
+        (one, "put", await put(api, project, "STRIPE", "stripe", {"secret_key": key})),
+        (one, "put", await put(api, project, "STRIPE", "stripe", {"secret_key": key})),
+        (one, "put", await put(api, project, "STRIPE", "stripe", {"secret_key": "nope"})),
+        (one, "get", await api.get(url(project, "STRIPE"), headers=project.dashboard)),
+        (one, "get", await api.get(url(project, "NOPE"), headers=project.dashboard)),
+        ("/api/projects/{project}/credentials", "get", await api.get(url(project), headers=project.dashboard)),
+        ("/api/projects/{project}/credentials", "get", await api.get(url(project))),
+        (
+            "/api/engine/{project}/secrets",
+            "get",
+            await api.get(f"/api/engine/{project.id}/secrets", headers=project.engine),
+        ),
+    ]
+    assert [response.status for *_, response in answers] == [200, 201, 200, 422, 200, 404, 200, 401, 200]
+    for path, method, response in answers:
+        checker.check(path, method, response.status, await response.json())
+
+
+async def test_the_page_is_served_with_a_strict_policy(api: TestClient) -> None:
+    page = await api.get("/credentials")
+    assert page.status == 200 and page.content_type == "text/html"
+    html = await page.text()
+    assert "Credentials" in html and 'href="/variables"' in html
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "<script>" not in html and not re.search(r"\son[a-z]+\s*=", html)  # no inline script or handlers
+    script = await api.get("/static/credentials.js")
+    assert script.status == 200 and script.content_type == "text/javascript"
+    assert 'href="/credentials"' in await (await api.get("/variables")).text()
+
+
+async def test_the_engine_answer_is_one_snapshot_even_when_a_change_lands_between_its_reads(
+    api: TestClient, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets and credentials are read in two statements: a change committed between them is seen as
+    another revision, and both are read again."""
+    real = engine_routes.engine_credentials
+    calls = 0
+
+    async def racing(conn: Any, project_id: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # a credential lands after the secrets were read
+            await put(api, project, "LATE", "http_bearer", {"token": canary()})
+        return await real(conn, project_id)
+
+    await api.put(f"/api/projects/{project.id}/secrets/EARLY", json={"value": "v"}, headers=project.dashboard)
+    monkeypatch.setattr(engine_routes, "engine_credentials", racing)
+    body = await engine_snapshot(api, project)
+    assert calls == 2
+    assert body["revision"] == 2
+    assert [s["name"] for s in body["secrets"]] == ["EARLY"]
+    assert [c["name"] for c in body["credentials"]] == ["LATE"]
+
+    async def always_behind(conn: Any, project_id: str) -> Any:
+        rows = await real(conn, project_id)
+        return msgspec.structs.replace(rows, revision=rows.revision - 1)
+
+    monkeypatch.setattr(engine_routes, "engine_credentials", always_behind)
+    response = await api.get(f"/api/engine/{project.id}/secrets", headers=project.engine)
+    await expect_error(response, 503, "snapshot_unstable")

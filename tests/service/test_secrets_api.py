@@ -21,7 +21,7 @@ async def test_put_creates_then_overwrites_and_never_returns_the_value(api: Test
     assert "STRIPE_WEBHOOK_SIGNING_KEY" in body and "whsec_canary" not in body
 
 
-META_KEYS = {"name", "version", "created_at", "updated_at"}
+META_KEYS = {"name", "version", "created_at", "updated_at", "previous_valid_until", "used_by", "last_used_at"}
 
 
 async def _engine_revision(api: TestClient, project: Project) -> int:
