@@ -37,6 +37,9 @@ BENCHMARKS = (
     Benchmark("resolution", "bench.resolution", "Resolution: ctx.secrets.X in an execution"),
     Benchmark("put_throughput", "bench.put_throughput", "Durable PUT throughput, 32 clients"),
     Benchmark("webhooks", "bench.webhooks", "Webhook executions through the engine"),
+    Benchmark("engine_endpoint", "bench.engine_endpoint", "Engine endpoint: GET /api/engine/{p}/secrets"),
+    Benchmark("worker_memory", "bench.worker_memory", "Worker memory: 10,000 projects x 20 secrets"),
+    Benchmark("mixed_load", "bench.mixed_load", "Mixed load: 200 clients for 60 s"),
 )
 
 
@@ -177,7 +180,123 @@ def _details(outcome: Outcome) -> list[str]:
             f"Service process CPU: {', '.join(f'{v:.0f}%' for v in details['service_cpu_percent_of_one_core'])} "
             "of one core per round. Statuses: " + ", ".join(f"{k}: {v:,}" for k, v in details["statuses"].items()),
         ]
+    if "sizes" in details and "concurrency" in details:
+        lines += _engine_endpoint_details(details)
+    if "default_bound" in details:
+        lines += _worker_memory_details(details)
+    if "mix_percent" in details:
+        lines += _mixed_load_details(details)
     return [*lines, ""]
+
+
+def _engine_endpoint_details(details: dict[str, Any]) -> list[str]:
+    concurrency = details["concurrency"]
+    lines = ["| secrets | body | measured | p50 | p90 | p99 | max | unit |", "|---:|---:|---|---:|---:|---:|---:|---|"]
+    rows = (
+        ("service_sequential_ms", "endpoint, sequential"),
+        ("floor_sequential_ms", "raw: static JSON handler, sequential"),
+        ("raw_select_ms", "raw: SQLite SELECT of the same rows"),
+        ("service_concurrent_ms", f"endpoint, {concurrency} concurrent"),
+        ("floor_concurrent_ms", f"raw: static JSON handler, {concurrency} concurrent"),
+    )
+    for size in details["sizes"].values():
+        for key, name in rows:
+            stats = size[key]
+            lines.append(
+                f"| {size['secrets']:,} | {size['body_bytes']:,} B | {name} | {stats['p50']:.3f} | "
+                f"{stats['p90']:.3f} | {stats['p99']:.3f} | {stats['max']:.3f} | ms |"
+            )
+    lines.append("")
+    lines.append(
+        f"Throughput with {concurrency} concurrent clients: "
+        + "; ".join(
+            f"{size['secrets']:,} secrets {size['service_concurrent_per_s']:,.0f}/s "
+            f"(static handler {size['floor_concurrent_per_s']:,.0f}/s)"
+            for size in details["sizes"].values()
+        )
+        + f". {details['rounds']} interleaved rounds; {details['value_bytes']}-byte values."
+    )
+    return lines
+
+
+def _worker_memory_details(details: dict[str, Any]) -> list[str]:
+    lines = [
+        "| cache bound | RSS, empty cache | after pass 1 | after pass 2 | peak (VmHWM) | projects kept | "
+        "hits / misses / evictions | bytes per kept project | pass times |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for run in details["runs"].values():
+        stats = run["stats"]
+        lines.append(
+            f"| {run['bound']:,} | {run['rss_empty_mib']:.1f} MiB | {run['rss_after_pass_mib'][0]:.1f} MiB | "
+            f"{run['rss_after_pass_mib'][-1]:.1f} MiB | {run['peak_rss_mib']:.1f} MiB | {run['kept']:,} | "
+            f"{stats['hits']:,} / {stats['misses']:,} / {stats['evictions']:,} | {run['bytes_per_kept_project']:,} | "
+            f"{', '.join(f'{s:.1f} s' for s in run['pass_seconds'])} |"
+        )
+    lines.append("")
+    for run in details["runs"].values():
+        curve = run["rss_curve_mib"]
+        points = curve[:: max(1, len(curve) // 10)]
+        lines.append(
+            f"RSS while filling, bound {run['bound']:,} (projects requested: MiB): "
+            + ", ".join(f"{done:,}: {mib:.1f}" for done, mib in points)
+            + "."
+        )
+    default = details["runs"][str(details["default_bound"])]
+    lines.append(
+        f"Flat after the bound: with {details['default_bound']:,}, RSS grew {default['flat_growth_mib']:.2f} MiB from "
+        f"the moment {2 * details['default_bound']:,} projects had gone through to the end "
+        f"(allowed: {details['flat_slack_mib']:.0f} MiB). Snapshot JSON per project: "
+        f"{default['snapshot_json_bytes']:,} bytes."
+    )
+    return lines
+
+
+def _mixed_load_details(details: dict[str, Any]) -> list[str]:
+    lines = [
+        "| kind | share | timed | per s | p50 | p90 | p99 | max | unloaded p50 | raw p50 (paced) | raw p99 (paced) "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, share in details["mix_percent"].items():
+        stats, idle = details["latency_ms"][kind], details["idle_latency_ms"][kind]
+        raw = details["floor_latency_ms"][kind]
+        errors = sum(details["errors"][kind].values())
+        lines.append(
+            f"| {kind} | {share}% | {details['counts'][kind]:,} | {details['per_s'][kind]:,.1f} | {stats['p50']:.1f} | "
+            f"{stats['p90']:.1f} | {stats['p99']:.1f} | {stats['max']:.1f} | {idle['p50']:.1f} | {raw['p50']:.2f} | "
+            f"{raw['p99']:.2f} | {errors:,} |"
+        )
+    cpu = details["cpu_percent_of_one_core"]
+    lag = details["driver_loop_lag_ms"]
+    codes = details["error_codes"]
+    problems = details["logged_problems"]
+    lines += [
+        "",
+        "Latencies in ms. Unloaded: one client, one request at a time, before the load. Raw (paced): the static "
+        "handler answering the same requests at the service's rate of each kind. In a closed loop the clients "
+        "split by where they wait (rate x mean latency): "
+        + ", ".join(
+            f"{kind} {details['per_s'][kind] * details['latency_ms'][kind]['mean'] / 1000:.0f}"
+            for kind in details["mix_percent"]
+        )
+        + f" of {details['clients']}.",
+        "",
+        f"Requests: {details['sent']:,} sent, {details['error_count']:,} errors "
+        f"({details['errors_in_warmup']:,} of them in the warm-up)"
+        + (": " + "; ".join(f"{key}: {n:,}" for key, n in codes.items()) if codes else "")
+        + f". Raw closed loop (same {details['clients']} clients): {details['floor_closed_per_s']:,.0f} requests/s, "
+        f"{details['floor_error_count']:,} errors. Workers alive after the load: {details['workers_alive_after']}.",
+        "CPU during the load (% of one core; 2 cores = 200%): "
+        + ", ".join(f"{name} {value:.0f}%" for name, value in cpu.items())
+        + f"; the whole machine {details['machine_busy']:.0%} busy. The driver (all {details['clients']} clients, one "
+        f"process) shares the 2 CPUs with the service, the workers and Redis; its event loop woke late by "
+        f"p50 {lag.get('p50', 0):.1f} ms, p99 {lag.get('p99', 0):.1f} ms, which is inside every latency above.",
+    ]
+    if problems["counts"]:
+        lines += ["", "Warnings and errors logged by the service and the workers (ids folded):", ""]
+        lines += [f"- {n:,}: `{key}`" for key, n in problems["counts"].items()]
+    return lines
 
 
 def write_report(outcomes: list[Outcome], host: dict[str, str], started_at: str) -> None:

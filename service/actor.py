@@ -11,7 +11,7 @@ import contextvars
 import msgspec
 
 
-class Actor(msgspec.Struct, frozen=True):
+class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
     """`kind`: admin, dashboard, engine, anonymous (no valid token) or system (the service itself)."""
 
     kind: str

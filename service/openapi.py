@@ -54,6 +54,8 @@ STORE_NAME: Final = Annotated[str, msgspec.Meta(pattern=f"^{SECRET_NAME_RE.patte
 WORKFLOW_NAME: Final = Annotated[
     str, msgspec.Meta(pattern=f"^{WORKFLOW_NAME_RE.pattern}$", max_length=WORKFLOW_NAME_MAX)
 ]
+# `If-Match: 3`, `"3"` or `W/"3"`: the version in the ETag (anything else is a 400, service.validation).
+IF_MATCH: Final = Annotated[str, msgspec.Meta(pattern='^(W/)?"*[0-9]+"*$')]
 
 
 class Auth(enum.Enum):

@@ -1,15 +1,17 @@
 """Refused requests on a project's routes go into that project's audit log, with what is known.
 
-A request to `/api/projects/{p}/...` or `/api/engine/{p}/...` answered with a 4xx (401 no or unknown
-token, 403 wrong scope, 404 another project's token or an unknown record, 409, 412, 422, ...) is
-recorded: the actor if a token resolved (service.actor), else `anonymous`; the HTTP method as `op`;
+A request to `/api/projects/{p}/...` or `/api/engine/{p}/...` answered with a refusal (`REFUSED`: 401
+no or unknown token, 403 wrong scope, 404 another project's token or an unknown record, 412 version
+mismatch, 422 invalid field, and 400/413/415 for a malformed body) is recorded. Not 409: a worker's
+claim or result after an execution finished is the executions protocol at work, not a refusal.
+Recorded: the actor if a token resolved (service.actor), else `anonymous`; the HTTP method as `op`;
 the store from the route; the name only if it is a well-formed name (a malformed one could be a
 value pasted into a URL); the status and the error code. Never a value, never a token.
 
 Refusals come from outside and cost a write each, so each project's are bounded: a token bucket of
 `BURST` entries refilled at `PER_SECOND`. What the bound drops is counted, and the next entry that
-is written says how many went before it (`suppressed`). An entry for a project that does not exist
-is not written at all (service.store.audit).
+is written says how many went before it (`suppressed`). Nothing is written for a project that does
+not exist.
 """
 
 import logging
@@ -25,13 +27,15 @@ from aiohttp.typedefs import Middleware
 from contract.names import is_valid_name
 from service.actor import ANONYMOUS, CURRENT
 from service.errors import ApiError, ErrorBody, Handler
-from service.state import WRITER
+from service.state import READER, WRITER
 from service.store.audit import NewEntry
+from service.store.db import fetch_one
 from service.store.writer import Operation, Transaction
 from service.workflow_validation import WORKFLOW_NAME_MAX, WORKFLOW_NAME_RE
 
 log = logging.getLogger("service.audit")
 
+REFUSED: Final = frozenset({400, 401, 403, 404, 412, 413, 415, 422})
 BURST: Final = 60
 PER_SECOND: Final = 1.0
 MAX_PROJECTS: Final = 10_000  # buckets remembered; the least recently refused project is forgotten first
@@ -79,7 +83,7 @@ def refusals_middleware(limiter: RefusalLimiter) -> Middleware:
         try:
             response = await handler(request)
             project = _project(request)
-            if project is not None and 400 <= response.status < 500:
+            if project is not None and response.status in REFUSED and await _exists(request, project):
                 dropped = limiter.admit(project, time.monotonic())
                 if dropped is not None:
                     await _record(request, project, response, dropped)
@@ -94,6 +98,11 @@ def _project(request: web.Request) -> str | None:
     if not request.path.startswith(("/api/projects/", "/api/engine/")):
         return None
     return request.match_info.get("project")
+
+
+async def _exists(request: web.Request, project: str) -> bool:
+    """Made-up project ids cost a read, not a write (nor a bucket)."""
+    return await fetch_one(request.app[READER], "SELECT 1 FROM projects WHERE id = ?", (project,)) is not None
 
 
 def _store(request: web.Request) -> str:

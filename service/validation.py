@@ -64,6 +64,6 @@ def if_match_version(request: web.Request) -> int | None:
     if raw is None:
         return None
     text = raw.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to isdigit(), not to int()
         raise ApiError("If-Match must be a secret version number, as in the ETag", code="invalid_if_match")
     return int(text)

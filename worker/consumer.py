@@ -28,7 +28,7 @@ from contract.executions import (
     request_decoder,
 )
 from contract.logs import EXECUTION_ID
-from worker.engine_client import EngineApiError, ExecutionApi, ExecutionFinished
+from worker.engine_client import EngineApiError, ExecutionApi, ExecutionFinished, ExecutionUnknown
 
 log = logging.getLogger("worker.consumer")
 
@@ -139,6 +139,8 @@ class ExecutionConsumer:
             result = await self._run(request, attempt)
             result = msgspec.structs.replace(result, worker=self.name, attempt=attempt)
             await self._record(request, result)
+        except ExecutionUnknown as exc:  # e.g. queued before the service lost its database: nothing to record
+            log.warning("execution %s is unknown to the service (%s); acking and skipping it", request.id, exc)
         except ExecutionFinished:
             log.info("execution %s already finished; skipping", request.id)
         except EngineApiError as exc:

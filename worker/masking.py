@@ -11,6 +11,8 @@ import re
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from yarl import URL
+
 MASK = "***"
 
 
@@ -18,6 +20,9 @@ def _forms(value: str) -> set[str]:
     raw = value.encode("utf-8")
     encoded = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
     encoded |= {form.rstrip("=") for form in encoded}
+    # URL-encoded as urllib writes a path ("/" stays), and as aiohttp (yarl) sends a query and a path.
+    url = URL.build(path="/" + value, query={"k": value})
+    encoded |= {quote(value), url.raw_query_string[2:], url.raw_path[1:]}
     escaped = json.dumps(value)[1:-1]
     return {
         value,

@@ -34,7 +34,7 @@ class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
 def _whole(raw: str | None, field: str, low: int, high: int) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # not "²"
         raise InvalidField(f"{field} must be a whole number from {low} to {high}", code=f"invalid_{field}")
     return int(raw)
 

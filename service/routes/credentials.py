@@ -26,7 +26,7 @@ from service.auth import Scope
 from service.bodies import read_json
 from service.errors import InvalidField
 from service.fingerprints import fingerprinter
-from service.openapi import STORE_NAME, Auth, describe
+from service.openapi import IF_MATCH, STORE_NAME, Auth, describe
 from service.responses import json_response
 from service.state import AUTH, KEYRING, READER, WRITER
 from service.store import credentials as store
@@ -123,7 +123,7 @@ async def get_credential(request: web.Request) -> web.Response:
     body=PutCredential,
     responses={201: store.CredentialMeta, 200: store.CredentialMeta},
     errors=(412,),
-    headers={"If-Match": str},
+    headers={"If-Match": IF_MATCH},
     path={"name": STORE_NAME},
 )
 async def put_credential(request: web.Request) -> web.Response:
@@ -157,8 +157,8 @@ async def put_credential(request: web.Request) -> web.Response:
     "Delete a credential",
     auth=Auth.DASHBOARD,
     responses={204: None},
-    errors=(412, 422),
-    headers={"If-Match": str},
+    errors=(400, 412, 422),
+    headers={"If-Match": IF_MATCH},
     path={"name": STORE_NAME},
 )
 async def delete_credential(request: web.Request) -> web.Response:

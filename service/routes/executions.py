@@ -45,7 +45,7 @@ async def _dashboard_project(request: web.Request) -> str:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:  # not "²"
         raise InvalidField(f"limit must be a whole number from 1 to {MAX_PAGE}", code="invalid_limit")
     return int(raw)
 

@@ -8,7 +8,7 @@ from service.auth import Scope
 from service.bodies import read_json
 from service.fingerprints import fingerprinter
 from service.guardrail import check_not_private_key
-from service.openapi import STORE_NAME, Auth, Media, describe
+from service.openapi import IF_MATCH, STORE_NAME, Auth, Media, describe
 from service.responses import json_response
 from service.state import AUTH, KEYRING, READER, WRITER
 from service.store import frontend_vars as store
@@ -81,7 +81,7 @@ async def get_var(request: web.Request) -> web.Response:
     body=PutVar,
     responses={201: store.FrontendVar, 200: store.FrontendVar},
     errors=(412,),
-    headers={"If-Match": str},
+    headers={"If-Match": IF_MATCH},
     path={"name": STORE_NAME},
 )
 async def put_var(request: web.Request) -> web.Response:
@@ -100,8 +100,8 @@ async def put_var(request: web.Request) -> web.Response:
     "Delete a Frontend (Build) var",
     auth=Auth.DASHBOARD,
     responses={204: None},
-    errors=(412, 422),
-    headers={"If-Match": str},
+    errors=(400, 412, 422),
+    headers={"If-Match": IF_MATCH},
     path={"name": STORE_NAME},
 )
 async def delete_var(request: web.Request) -> web.Response:

@@ -96,7 +96,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     rows = await project_keys.project_rows(request.app[READER], project_id)
     plan = await asyncio.to_thread(project_keys.plan_rotation, keyring, project_id, rows)
     outcome = await request.app[WRITER].submit(project_keys.rotate_key(keyring, project_id, plan))
-    log.info("project key rotated", extra={"project": project_id, "revision": outcome.revision})
+    log.info("project %s: key rotated", project_id, extra={"project": project_id, "revision": outcome.revision})
     return json_response(outcome)
 
 
@@ -119,8 +119,9 @@ async def delete_project(request: web.Request) -> web.Response:
     wrapped = await project_wrapped_key(request.app[READER], project_id)
     if not await asyncio.to_thread(_destroy_shred_key, keyring, wrapped):
         log.warning(
-            "the deleted project's key had no shred key (created before shred keys, never re-wrapped): copies "
-            "of the database taken before this delete still hold it under the master keys",
+            "project %s had no shred key (created before shred keys, never re-wrapped): copies of the database "
+            "taken before this delete still hold its key under the master keys",
+            project_id,
             extra={"project": project_id},
         )
     revision = await request.app[WRITER].submit(project_keys.delete_project(project_id))
@@ -129,7 +130,7 @@ async def delete_project(request: web.Request) -> web.Response:
     fingerprint_key.cache_clear()
     settings = request.app[SETTINGS]
     await asyncio.to_thread(_truncate_wal, settings.db_path, settings.sqlite_busy_timeout_ms)
-    log.info("project deleted and its key shredded", extra={"project": project_id, "revision": revision})
+    log.info("project %s deleted, its key shredded", project_id, extra={"project": project_id, "revision": revision})
     return web.Response(status=204)
 
 

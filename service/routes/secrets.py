@@ -9,7 +9,7 @@ from contract.sealing import seal
 from service.auth import Scope
 from service.bodies import read_json
 from service.fingerprints import fingerprinter
-from service.openapi import STORE_NAME, Auth, describe
+from service.openapi import IF_MATCH, STORE_NAME, Auth, describe
 from service.responses import json_response
 from service.state import AUTH, KEYRING, READER, WRITER
 from service.store import secrets as store
@@ -21,7 +21,8 @@ routes = web.RouteTableDef()
 
 class PutSecret(msgspec.Struct, forbid_unknown_fields=True):
     """`previous_valid_for_s`: when rotating a webhook signing key, the value being replaced is still
-    accepted by verify_webhook (and only there) for this many seconds (1 to 7 days)."""
+    accepted by verify_webhook (and only there) for this many seconds (1 to 7 days). Without it an
+    overwrite ends any window still open; creating a secret has no previous value to keep."""
 
     value: str
     previous_valid_for_s: Annotated[int, msgspec.Meta(gt=0, le=store.PREVIOUS_MAX_S)] | None = None
@@ -73,7 +74,7 @@ async def get_secret(request: web.Request) -> web.Response:
     body=PutSecret,
     responses={201: store.SecretMeta, 200: store.SecretMeta},
     errors=(412,),
-    headers={"If-Match": str},
+    headers={"If-Match": IF_MATCH},
     path={"name": STORE_NAME},
 )
 async def put_secret(request: web.Request) -> web.Response:
@@ -107,8 +108,8 @@ async def put_secret(request: web.Request) -> web.Response:
     "Delete a secret",
     auth=Auth.DASHBOARD,
     responses={204: None},
-    errors=(412, 422),
-    headers={"If-Match": str},
+    errors=(400, 412, 422),
+    headers={"If-Match": IF_MATCH},
     path={"name": STORE_NAME},
 )
 async def delete_secret(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from aiohttp import web
 from contract.workflows import Node, Trigger, Workflow
 from service.auth import Scope
 from service.bodies import read_json
-from service.openapi import WORKFLOW_NAME, Auth, describe
+from service.openapi import IF_MATCH, WORKFLOW_NAME, Auth, describe
 from service.responses import json_response
 from service.state import AUTH, READER, WRITER
 from service.store import workflows as store
@@ -91,7 +91,7 @@ async def get_workflow(request: web.Request) -> web.Response:
     body=Workflow,
     responses={201: SavedWorkflow, 200: SavedWorkflow},
     errors=(412,),
-    headers={"If-Match": str},
+    headers={"If-Match": IF_MATCH},
     path={"name": WORKFLOW_NAME},
 )
 async def put_workflow(request: web.Request) -> web.Response:
@@ -121,8 +121,8 @@ async def put_workflow(request: web.Request) -> web.Response:
     "Delete a workflow",
     auth=Auth.DASHBOARD,
     responses={204: None},
-    errors=(412, 422),
-    headers={"If-Match": str},
+    errors=(400, 412, 422),
+    headers={"If-Match": IF_MATCH},
     path={"name": WORKFLOW_NAME},
 )
 async def delete_workflow(request: web.Request) -> web.Response:

@@ -25,47 +25,38 @@ from service.store.db import fetch_all
 Action = Literal["change", "read", "refused"]
 
 
-class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
+class _Subject(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What an entry is about; each kind of entry fills the fields it knows."""
+
+    store: str | None = None
+    op: str | None = None
+    name: str | None = None
+    version: int | None = None
+    execution_id: str | None = None
+    node_id: str | None = None
+    status: int | None = None
+    code: str | None = None
+    suppressed: int | None = None
+
+
+class NewEntry(_Subject, frozen=True, kw_only=True):
     """An entry waiting for its batch to commit."""
 
     project: str
     action: Action
     actor: Actor
-    store: str | None = None
-    op: str | None = None
-    name: str | None = None
-    version: int | None = None
-    execution_id: str | None = None
-    node_id: str | None = None
-    status: int | None = None
-    code: str | None = None
-    suppressed: int | None = None
 
 
-class AuditActor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    kind: str
-    id: str | None = None
-
-
-class AuditEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class AuditEntry(_Subject, frozen=True, kw_only=True, omit_defaults=True):
     """One entry as the API shows it. `action`: change (store, op, name, version), read (an execution's
     node read a secret or credential: execution_id, node_id, store, name) or refused (a request on this
-    project's routes answered 4xx: status, code, op = the HTTP method, and what of the target is known).
+    project's routes was refused: status, code, op = the HTTP method, and what of the target is known).
     `suppressed`: refusals not written just before this one (the per-project rate bound)."""
 
     seq: int
     at: str
     action: Action
-    actor: AuditActor
-    store: str | None = None
-    op: str | None = None
-    name: str | None = None
-    version: int | None = None
-    execution_id: str | None = None
-    node_id: str | None = None
-    status: int | None = None
-    code: str | None = None
-    suppressed: int | None = None
+    actor: Actor
 
 
 class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,7 +149,7 @@ def _entry(row: Any) -> AuditEntry:
         seq=int(row[0]),
         at=row[2],
         action=row[3],
-        actor=AuditActor(kind=row[4], id=row[5]),
+        actor=Actor(row[4], row[5]),
         store=row[6],
         op=row[7],
         name=row[8],

@@ -4,9 +4,16 @@ Only the SHA-256 of a grant is stored. An execution is *open* (queued or running
 a result or times out; the first result wins. Ids start with the creation time in hex, so
 ordering by id orders by age, paging uses an id as its cursor, and the age bound is an id bound.
 
-Retention runs inside the writer batch that creates an execution: the project keeps its newest
-`keep` executions and none older than `max_age_s`; open executions whose grant is still live are
-never pruned. Open executions whose grant expired are marked timed out on the same pass.
+Retention (`maintain_executions`) is an operation of its own, which the dispatcher runs beside a
+create when it is due (service.dispatch): the project keeps its newest `keep` executions and none
+older than `max_age_s`; open executions whose grant is still live are never pruned. Open
+executions whose grant expired are marked timed out on the same pass.
+
+The execution path costs one statement per step (each aiosqlite call is a round trip to the
+writer's thread, and the writer runs a batch's statements one after another): create is one
+INSERT, claim one UPDATE, result one UPDATE (plus the reads it reports); the records they answer
+are built from what was written. When a claim or a result matches no open row, a second read
+finds out why (401, 404 or 409).
 """
 
 import secrets as random
@@ -19,6 +26,7 @@ import msgspec
 from contract.executions import ErrorInfo, ExecutionResult, HttpReply, NodeRecord
 from service.clock import now_rfc3339
 from service.errors import Conflict, NotFound, Unauthorized
+from service.store.db import fetch_all, fetch_one
 from service.store.usage import record_reads
 from service.store.writer import Operation, Transaction
 
@@ -135,10 +143,9 @@ def _record(row: Any) -> ExecutionRecord:
 
 
 async def get_execution(conn: aiosqlite.Connection, project_id: str, execution_id: str) -> ExecutionRecord:
-    async with conn.execute(
-        f"SELECT {_RECORD_COLUMNS} FROM executions WHERE id = ? AND project_id = ?", (execution_id, project_id)
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(
+        conn, f"SELECT {_RECORD_COLUMNS} FROM executions WHERE id = ? AND project_id = ?", (execution_id, project_id)
+    )
     if row is None:
         raise execution_not_found(execution_id)
     return _record(row)
@@ -158,17 +165,15 @@ async def list_executions(
         params.append(workflow)
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
-    async with conn.execute(sql, params) as cursor:
-        rows = await cursor.fetchall()
+    rows = await fetch_all(conn, sql, params)
     return [ExecutionSummary(**_summary_fields(row)) for row in rows]
 
 
 async def find_grant(conn: aiosqlite.Connection, grant_hash: bytes) -> GrantRow | None:
     """The execution a grant belongs to; `live` while the execution is open and the grant unexpired."""
-    async with conn.execute(
-        "SELECT id, project_id, status, grant_expires FROM executions WHERE grant_hash = ?", (grant_hash,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(
+        conn, "SELECT id, project_id, status, grant_expires FROM executions WHERE grant_hash = ?", (grant_hash,)
+    )
     if row is None:
         return None
     live = row[2] in OPEN and time.time() < float(row[3])
@@ -176,35 +181,63 @@ async def find_grant(conn: aiosqlite.Connection, grant_hash: bytes) -> GrantRow 
 
 
 async def _read_record(tx: Transaction, execution_id: str) -> ExecutionRecord:
-    async with tx.conn.execute(f"SELECT {_RECORD_COLUMNS} FROM executions WHERE id = ?", (execution_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(tx.conn, f"SELECT {_RECORD_COLUMNS} FROM executions WHERE id = ?", (execution_id,))
     assert row is not None
     return _record(row)
 
 
-def create_execution(new: NewExecution, retention: Retention) -> Operation[CreatedExecution]:
+def create_execution(new: NewExecution) -> Operation[CreatedExecution]:
+    """One INSERT that also reads the project's revision (nothing is written for an unknown project)."""
+
     async def operation(tx: Transaction) -> CreatedExecution:
-        async with tx.conn.execute("SELECT revision FROM projects WHERE id = ?", (new.project,)) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            raise NotFound("no such project", code="project_not_found")
-        execution_id = new_execution_id()
-        await tx.conn.execute(
+        execution_id, created_at = new_execution_id(), now_rfc3339()
+        row = await fetch_one(
+            tx.conn,
             "INSERT INTO executions (id, project_id, workflow, workflow_version, status, created_at, grant_hash, "
-            "grant_expires) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+            "grant_expires) SELECT ?, id, ?, ?, 'queued', ?, ?, ? FROM projects WHERE id = ? "
+            "RETURNING (SELECT revision FROM projects WHERE projects.id = executions.project_id)",
             (
                 execution_id,
-                new.project,
                 new.workflow,
                 new.workflow_version,
-                now_rfc3339(),
+                created_at,
                 new.grant_hash,
                 new.grant_expires,
+                new.project,
             ),
         )
-        await _time_out_expired(tx)
-        await _prune(tx, new.project, retention)
-        return CreatedExecution(record=await _read_record(tx, execution_id), revision=int(row[0]))
+        if row is None:
+            raise NotFound("no such project", code="project_not_found")
+        record = ExecutionRecord(
+            id=execution_id,
+            project=new.project,
+            workflow=new.workflow,
+            workflow_version=new.workflow_version,
+            status="queued",
+            attempt=0,
+            worker=None,
+            created_at=created_at,
+            started_at=None,
+            finished_at=None,
+            error=None,
+            nodes=[],
+            output=None,
+            response=None,
+        )
+        return CreatedExecution(record=record, revision=int(row[0]))
+
+    return operation
+
+
+def maintain_executions(project_id: str | None, retention: Retention, *, time_out: bool) -> Operation[None]:
+    """Retention for `project_id` (None: none), and with `time_out` the open executions of every
+    project whose grant expired marked timed out. Bookkeeping: the dispatcher runs it now and then."""
+
+    async def operation(tx: Transaction) -> None:
+        if time_out:
+            await _time_out_expired(tx)
+        if project_id is not None:
+            await _prune(tx, project_id, retention)
 
     return operation
 
@@ -223,11 +256,11 @@ async def _prune(tx: Transaction, project_id: str, retention: Retention) -> None
     prunable = "project_id = ? AND (status NOT IN ('queued', 'running') OR grant_expires < ?)"
     now = time.time()
     if retention.keep > 0:
-        async with tx.conn.execute(
+        row = await fetch_one(
+            tx.conn,
             "SELECT id FROM executions WHERE project_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
             (project_id, retention.keep),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is not None:
             await tx.conn.execute(f"DELETE FROM executions WHERE {prunable} AND id <= ?", (project_id, now, row[0]))
     if retention.max_age_s > 0:
@@ -237,10 +270,9 @@ async def _prune(tx: Transaction, project_id: str, retention: Retention) -> None
 
 async def _open_row(tx: Transaction, project_id: str, execution_id: str, grant_hash: bytes) -> tuple[str, float]:
     """Authenticates the grant for this execution: its (status, grant expiry)."""
-    async with tx.conn.execute(
-        "SELECT id, project_id, status, grant_expires FROM executions WHERE grant_hash = ?", (grant_hash,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(
+        tx.conn, "SELECT id, project_id, status, grant_expires FROM executions WHERE grant_hash = ?", (grant_hash,)
+    )
     if row is None:
         raise Unauthorized("unknown grant", code="invalid_token")
     if row[0] != execution_id or row[1] != project_id:
@@ -248,29 +280,34 @@ async def _open_row(tx: Transaction, project_id: str, execution_id: str, grant_h
     return str(row[2]), float(row[3])
 
 
+# The grant, the execution and the project in one WHERE: a claim or a result that matches no open
+# row is refused, and `_open_row` then says why.
+_THIS_OPEN_EXECUTION: Final = "grant_hash = ? AND id = ? AND project_id = ? AND status IN ('queued', 'running')"
+
+
 def claim_execution(project_id: str, execution_id: str, grant_hash: bytes, worker: str) -> Operation[ClaimOutcome]:
     """Status running, attempt + 1. A claim after the grant expired times the execution out."""
 
     async def operation(tx: Transaction) -> ClaimOutcome:
-        status, expires = await _open_row(tx, project_id, execution_id, grant_hash)
+        now, unix_now = now_rfc3339(), time.time()
+        row = await fetch_one(
+            tx.conn,
+            "UPDATE executions SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, ?), "
+            f"worker = coalesce(nullif(?, ''), worker) WHERE {_THIS_OPEN_EXECUTION} AND grant_expires > ? "
+            "RETURNING attempt",
+            (now, worker, grant_hash, execution_id, project_id, unix_now),
+        )
+        if row is not None:
+            return ClaimOutcome(attempt=int(row[0]))
+        status, _ = await _open_row(tx, project_id, execution_id, grant_hash)
         if status not in OPEN:
             raise execution_finished(execution_id)
-        now = now_rfc3339()
-        if time.time() >= expires:
-            await tx.conn.execute(
-                "UPDATE executions SET status = 'timed_out', finished_at = ?, error_code = ?, error_message = ? "
-                "WHERE id = ?",
-                (now, TIMEOUT_CODE, "the execution was claimed after its deadline", execution_id),
-            )
-            return ClaimOutcome(attempt=None)
-        async with tx.conn.execute(
-            "UPDATE executions SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, ?), "
-            "worker = coalesce(nullif(?, ''), worker) WHERE id = ? RETURNING attempt",
-            (now, worker, execution_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        return ClaimOutcome(attempt=int(row[0]))
+        await tx.conn.execute(  # open, so its grant expired
+            "UPDATE executions SET status = 'timed_out', finished_at = ?, error_code = ?, error_message = ? "
+            "WHERE id = ?",
+            (now, TIMEOUT_CODE, "the execution was claimed after its deadline", execution_id),
+        )
+        return ClaimOutcome(attempt=None)
 
     return operation
 
@@ -281,19 +318,19 @@ def record_result(
     """The first result wins; it is accepted after the grant expired as long as none came before."""
 
     async def operation(tx: Transaction) -> ExecutionRecord:
-        status, _ = await _open_row(tx, project_id, execution_id, grant_hash)
-        if status not in OPEN:
-            raise execution_finished(execution_id)
         error = result.error
-        await tx.conn.execute(
+        now = now_rfc3339()
+        row = await fetch_one(
+            tx.conn,
             "UPDATE executions SET status = ?, worker = coalesce(nullif(?, ''), worker), "
             "started_at = coalesce(started_at, ?), finished_at = ?, nodes = ?, output = ?, response = ?, "
-            "error_code = ?, error_message = ?, error_node = ?, error_http_status = ? WHERE id = ?",
+            f"error_code = ?, error_message = ?, error_node = ?, error_http_status = ? WHERE {_THIS_OPEN_EXECUTION} "
+            "RETURNING workflow, workflow_version, attempt, worker, created_at, started_at",
             (
                 result.status,
                 result.worker,
-                now_rfc3339(),
-                now_rfc3339(),
+                now,
+                now,
                 _encoder.encode(result.nodes).decode(),
                 _encoder.encode(result.output).decode(),
                 None if result.response is None else _encoder.encode(result.response).decode(),
@@ -301,11 +338,31 @@ def record_result(
                 None if error is None else error.message,
                 None if error is None else error.node_id,
                 None if error is None else error.http_status,
+                grant_hash,
                 execution_id,
+                project_id,
             ),
         )
+        if row is None:
+            await _open_row(tx, project_id, execution_id, grant_hash)  # 401 or 404
+            raise execution_finished(execution_id)  # the grant's own execution: not open
         await record_reads(tx, project_id, execution_id, result.worker, result.reads)  # audit, last_used_at
-        return await _read_record(tx, execution_id)
+        return ExecutionRecord(  # what was just written, as `_record` would read it back
+            id=execution_id,
+            project=project_id,
+            workflow=row[0],
+            workflow_version=int(row[1]),
+            status=result.status,
+            attempt=int(row[2]),
+            worker=row[3],
+            created_at=row[4],
+            started_at=row[5],
+            finished_at=now,
+            error=error,
+            nodes=list(result.nodes),
+            output=result.output,
+            response=result.response,
+        )
 
     return operation
 
@@ -315,11 +372,12 @@ def finish_unrun(execution_id: str, status: Status, code: str, message: str) -> 
     recorded in the meantime wins, and is what comes back."""
 
     async def operation(tx: Transaction) -> ExecutionRecord:
-        await tx.conn.execute(
+        row = await fetch_one(
+            tx.conn,
             "UPDATE executions SET status = ?, finished_at = ?, error_code = ?, error_message = ? "
-            "WHERE id = ? AND status IN ('queued', 'running')",
+            f"WHERE id = ? AND status IN ('queued', 'running') RETURNING {_RECORD_COLUMNS}",
             (status, now_rfc3339(), code, message, execution_id),
         )
-        return await _read_record(tx, execution_id)
+        return _record(row) if row is not None else await _read_record(tx, execution_id)
 
     return operation

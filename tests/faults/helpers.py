@@ -240,7 +240,7 @@ async def pending_executions(redis_url: str, stream: str) -> int:
 async def wait_until_acked(redis_url: str, stream: str, timeout_s: float = 5.0) -> int:
     """Pending executions once none is left (a worker acks just after the caller is answered)."""
     deadline = time.monotonic() + timeout_s
-    while (pending := await pending_executions(redis_url, stream)) and time.monotonic() < deadline:
+    while (pending := await pending_executions(redis_url, stream)) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     return pending
 

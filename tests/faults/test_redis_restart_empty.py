@@ -47,7 +47,8 @@ async def test_workers_drop_their_caches_and_run_executions_after_redis_restarts
         await worker.wait_connected()
         assert worker.cache is not None and worker.listener is not None
         async with worker.execution(project.id, project.engine_token) as ctx:
-            assert await ctx.secrets.get("API_TOKEN") == first
+            cached = await ctx.secrets.get("API_TOKEN") == first
+        assert cached, "the worker object does not serve the first value"
         assert worker.cache.state(project.id).snapshot is not None
         drops = worker.cache.stats["drops"]
         log_at = [len(w.log_text()) for w in workers]
@@ -76,7 +77,8 @@ async def test_workers_drop_their_caches_and_run_executions_after_redis_restarts
         revision = await current_revision(stack, project)
         await seen.wait_for(project.id, revision)
         async with worker.execution(project.id, project.engine_token) as ctx:
-            assert await ctx.secrets.get("API_TOKEN") == second
+            fresh = await ctx.secrets.get("API_TOKEN") == second
+        assert fresh, "the worker object serves a stale value after the restart"
 
         # ...and executions run again (the consumer group is back), with the new value, each once.
         answers = await asyncio.gather(*(stack.api.hook(project, "probe", timeout_s=20) for _ in range(8)))

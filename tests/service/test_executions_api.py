@@ -11,7 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from contract.executions import ExecutionRequest, ExecutionResult
 from contract.streams import Streams
+from service.dispatch import UPKEEP_INTERVAL_S, Upkeep, UpkeepPass
 from service.settings import Settings
+from service.store.executions import Retention
 from tests.conftest import CreateProject, Project, bearer
 from tests.service.fake_worker import FakeWorker, grant_headers
 from tests.service.test_hooks_api import WORKFLOW, failed, succeeded
@@ -283,3 +285,50 @@ async def test_record_shape(api: TestClient, project: Project, run_url: str, wor
         "response",
     }
     assert (record["status"], record["attempt"], record["started_at"], record["nodes"]) == ("queued", 0, None, [])
+
+
+async def test_the_queued_record_is_what_the_api_shows(
+    api: TestClient, project: Project, run_url: str, worker: FakeWorker
+) -> None:
+    response = await api.post(f"{run_url}?wait=false", json={"n": 1}, headers=project.dashboard)
+    queued = await response.json()
+    fetched = await api.get(executions_url(project, queued["id"]), headers=project.dashboard)
+    assert await fetched.json() == queued
+    request = await worker.next_request()
+    assert request.id == queued["id"] and request.revision >= 1
+
+
+@pytest.mark.parametrize("settings", [{"hook_timeout_s": 0.2, "grant_grace_s": 0.1}], indirect=True)
+async def test_an_open_execution_past_its_deadline_is_timed_out_by_a_later_create(
+    api: TestClient, project: Project, run_url: str, worker: FakeWorker
+) -> None:
+    abandoned = await start(api, run_url, project, worker)  # nobody waits, no worker claims
+    await asyncio.sleep(UPKEEP_INTERVAL_S + 0.1)  # past its grant's expiry, and the next pass is due
+    await start(api, run_url, project, worker)
+    record = await (await api.get(executions_url(project, abandoned.id), headers=project.dashboard)).json()
+    assert (record["status"], record["error"]["code"]) == ("timed_out", "execution_timeout")
+
+
+def test_upkeep_runs_now_and_then_not_with_every_create() -> None:
+    now = [0.0]
+    upkeep = Upkeep(Retention(keep=1000, max_age_s=0), interval_s=1.0, clock=lambda: now[0])
+    assert upkeep.due("p") == UpkeepPass(prune="p", time_out=True)  # a project's first create
+    assert [upkeep.due("p") for _ in range(99)] == [None] * 99
+    assert upkeep.due("p") == UpkeepPass(prune="p", time_out=False)  # keep // 10 creates since
+    assert upkeep.due("q") == UpkeepPass(prune="q", time_out=False)  # each project on its own
+    now[0] = 0.5
+    assert upkeep.due("q") is None
+    now[0] = 1.0
+    assert upkeep.due("q") == UpkeepPass(prune="q", time_out=True)  # a second later
+
+
+def test_upkeep_follows_small_bounds_and_skips_pruning_without_any() -> None:
+    now = [0.0]
+    small = Upkeep(Retention(keep=3, max_age_s=0.3), interval_s=1.0, clock=lambda: now[0])
+    assert small.due("p") == UpkeepPass(prune="p", time_out=True)
+    assert small.due("p") == UpkeepPass(prune="p", time_out=False)  # keep < 10: every create
+    now[0] = 0.15  # half the age bound: time-outs are due again too
+    assert small.due("p") == UpkeepPass(prune="p", time_out=True)
+    unbounded = Upkeep(Retention(keep=0, max_age_s=0), interval_s=1.0, clock=lambda: now[0])
+    assert unbounded.due("p") == UpkeepPass(prune=None, time_out=True)
+    assert unbounded.due("p") is None
