@@ -6,7 +6,9 @@ A context's cleanup runs only if it started, so a failed start-up closes exactly
 
 import asyncio
 import logging
+import os
 import secrets as random
+import signal
 from collections.abc import AsyncIterator
 
 import aiosqlite
@@ -99,10 +101,21 @@ async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(relay.run(), name="relay"),
         asyncio.create_task(_idle_cleanup(writer), name="outbox-cleanup"),
     ]
+    for task in tasks:
+        task.add_done_callback(_stop_if_crashed)
     yield
     await _drain(app)
     for task in tasks:
         await cancel_and_wait(task)
+
+
+def _stop_if_crashed(task: "asyncio.Task[None]") -> None:
+    """Without its writer or relay the service would answer but never commit or publish: stop it,
+    gracefully, so a supervisor restarts it (the outbox keeps what was committed)."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("background task %s crashed; stopping the service", task.get_name(), exc_info=task.exception())
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _idle_cleanup(writer: Writer) -> None:

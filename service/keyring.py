@@ -17,13 +17,17 @@ from typing import Final
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from contract.config import Secret
+from service.errors import ApiError
 from service.keystore import Keystore, ShredKeyMissing
 
 SHRED_PREFIX: Final = b"bs-shred1:"
 
 
-class KeyUnavailable(Exception):
-    """A project key that the configured master keys (or the keystore) cannot unwrap."""
+class KeyUnavailable(ApiError):
+    """A project key that the configured master keys (or the keystore) cannot unwrap: an operator's
+    problem (a master key missing from the list, a lost keystore), answered with a clear error."""
+
+    status, code = 500, "project_key_unavailable"
 
 
 class KeyRing:

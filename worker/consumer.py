@@ -168,10 +168,13 @@ class ExecutionConsumer:
                 await self._redis.xclaim(self._stream, EXECUTIONS_GROUP, self.name, 0, [message_id], justid=True)
 
     async def _ack(self, message_id: bytes) -> None:
-        try:
-            await self._redis.xack(self._stream, EXECUTIONS_GROUP, message_id)
-        except (RedisError, OSError) as exc:  # recorded already: a reclaim will find it finished
-            log.warning("could not ack %s (%s); it will be reclaimed and skipped", message_id.decode(), exc)
+        for attempt in (1, 2):  # a pooled connection may be stale after a Redis restart: one retry
+            try:
+                await self._redis.xack(self._stream, EXECUTIONS_GROUP, message_id)
+                return
+            except (RedisError, OSError) as exc:  # recorded already: a reclaim will find it finished
+                if attempt == 2:
+                    log.warning("could not ack %s (%s); it will be reclaimed and skipped", message_id.decode(), exc)
 
 
 def failure(code: str, message: str) -> ExecutionResult:
