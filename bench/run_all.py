@@ -105,6 +105,8 @@ def earlier(benchmark: Benchmark) -> Outcome:
 
 def _ratio(figure: dict[str, Any]) -> str:
     ratio = float(figure["ratio"])
+    if figure["unit"] == "requests":  # a count of failed requests beside the requests sent: the error rate
+        return f"{ratio:.3%} error rate"
     return f"{ratio:.0%} of raw" if str(figure["unit"]).endswith("/s") else f"{ratio:.2f}x raw"  # a rate, or a time
 
 

@@ -3,6 +3,10 @@
 The ceiling is an aiohttp handler doing the same Stripe HMAC check in its own process (no queue,
 no worker, no secret lookup), driven by the same load in the same run. Figures: executions/s
 with 32 concurrent senders, and p50/p99 latency at moderate load (4 concurrent senders).
+
+The details also say where a moderate-load execution spends its time (from the records' own
+timestamps: sent -> created -> started -> finished -> answered) and the machine's load average,
+since the machine may be shared.
 """
 
 import asyncio
@@ -10,10 +14,12 @@ import hashlib
 import hmac
 import os
 import secrets as random
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import aiohttp
 
@@ -21,6 +27,7 @@ from bench.harness import (
     REDIS_URL,
     REPO,
     Figure,
+    Project,
     Service,
     create_project,
     free_port,
@@ -35,6 +42,7 @@ THROUGHPUT_CLIENTS = 32
 MODERATE_CLIENTS = 4
 WINDOW_S = 6.0
 WARMUP_S = 1.5
+TIMELINE_SAMPLES = 300  # the last moderate-load executions whose records are read for the timeline
 SIGNING_KEY = "whsec_" + random.token_hex(24)
 BODY = b'{"id":"evt_bench","type":"payment_intent.succeeded","data":{"object":{"amount":4200}}}'
 WORKFLOW = {
@@ -71,8 +79,14 @@ def signature() -> str:
     return f"t={t},v1={hmac.new(SIGNING_KEY.encode(), f'{t}.'.encode() + BODY, hashlib.sha256).hexdigest()}"
 
 
-async def drive(url: str, clients: int, window_s: float) -> tuple[float, list[float], int]:
-    """`clients` senders in a loop for `window_s` after a warm-up: (per second, latencies ms, errors)."""
+Sent = tuple[float, float, str]  # Unix time sent, Unix time answered, execution id
+
+
+async def drive(
+    url: str, clients: int, window_s: float, sent: list[Sent] | None = None
+) -> tuple[float, list[float], int]:
+    """`clients` senders in a loop for `window_s` after a warm-up: (per second, latencies ms, errors).
+    With `sent`, each measured 200 that names its execution is appended there."""
     latencies: list[float] = []
     errors = 0
     start = time.monotonic()
@@ -82,12 +96,16 @@ async def drive(url: str, clients: int, window_s: float) -> tuple[float, list[fl
         nonlocal errors
         while (now := time.monotonic()) < stop_at:
             headers = {"Content-Type": "application/json", "Stripe-Signature": signature()}
+            sent_at = time.time()
             async with session.post(url, data=BODY, headers=headers) as response:
                 await response.read()
                 ok = response.status == 200
+                execution_id = response.headers.get("X-Execution-Id")
             if now >= measure_from:
                 latencies.append((time.monotonic() - now) * 1000)
                 errors += not ok
+                if sent is not None and ok and execution_id:
+                    sent.append((sent_at, time.time(), execution_id))
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -123,6 +141,27 @@ async def ceiling_server() -> AsyncIterator[str]:
         await stop_process(proc)
 
 
+def _unix(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+async def timeline(service: Service, project: Project, sent: list[Sent]) -> dict[str, float]:
+    """p50 of each leg, in ms, from the records of the last executions sent: queued (sent ->
+    created), picked up (created -> claimed), ran (claimed -> result recorded), answered (-> reply)."""
+    legs: dict[str, list[float]] = {"queued": [], "picked_up": [], "ran": [], "answered": []}
+    async with aiohttp.ClientSession() as session:
+        for sent_at, answered_at, execution_id in sent[-TIMELINE_SAMPLES:]:
+            url = f"{service.base_url}/api/projects/{project.id}/executions/{execution_id}"
+            async with session.get(url, headers=project.dashboard) as response:
+                record = await response.json()
+            created, started, finished = (_unix(record[k]) for k in ("created_at", "started_at", "finished_at"))
+            for leg, seconds in zip(
+                legs, (created - sent_at, started - created, finished - started, answered_at - finished), strict=True
+            ):
+                legs[leg].append(seconds * 1000)
+    return {leg: statistics.median(values) for leg, values in legs.items() if values}
+
+
 async def engine_runs(service: Service) -> dict[int, dict[str, object]]:
     async with aiohttp.ClientSession() as session:
         project = await create_project(session, service)
@@ -133,15 +172,18 @@ async def engine_runs(service: Service) -> dict[int, dict[str, object]]:
     url = f"{service.base_url}/hooks/{project.id}/stripe"
     runs: dict[int, dict[str, object]] = {}
     for count in (1, 2):
+        sent: list[Sent] = []
         async with workers(service, count):
             per_s, _, errors = await drive(url, THROUGHPUT_CLIENTS, WINDOW_S)
-            _, latencies, lat_errors = await drive(url, MODERATE_CLIENTS, WINDOW_S)
-        runs[count] = {"per_s": per_s, "latency_ms": summary(latencies), "errors": errors + lat_errors}
+            _, latencies, lat_errors = await drive(url, MODERATE_CLIENTS, WINDOW_S, sent)
+        runs[count] = {"per_s": per_s, "latency_ms": summary(latencies), "errors": errors + lat_errors,
+                       "timeline_p50_ms": await timeline(service, project, sent)}  # fmt: skip
     return runs
 
 
 async def main() -> None:
     started = time.monotonic()
+    load_at_start = os.getloadavg()
     async with running_service("webhooks", extra_env={"BACKEND_SECRETS_LOG_LEVEL": "WARNING"}) as service:
         runs = await engine_runs(service)
     async with ceiling_server() as url:
@@ -154,7 +196,8 @@ async def main() -> None:
         per_s = float(run["per_s"])  # type: ignore[arg-type]
         figures += [
             Figure(f"webhook executions/s, {count} worker(s), {THROUGHPUT_CLIENTS} senders", per_s, "executions/s",
-                   "in-process aiohttp HMAC handler", ceiling_per_s, ">= 25% of ceiling", per_s >= 0.25 * ceiling_per_s),
+                   "in-process aiohttp HMAC handler", ceiling_per_s, ">= 25% of ceiling",
+                   per_s >= 0.25 * ceiling_per_s),
             Figure(f"webhook p50, {count} worker(s), {MODERATE_CLIENTS} senders", lat["p50"], "ms",
                    "in-process handler p50", ceiling_ms["p50"], "<= 5 ms", lat["p50"] <= 5.0),
             Figure(f"webhook p99, {count} worker(s), {MODERATE_CLIENTS} senders", lat["p99"], "ms",
@@ -166,10 +209,15 @@ async def main() -> None:
                    "Stripe webhook through service -> executions stream -> worker -> result -> response"),
         "runs": runs,
         "ceiling": {"per_s": ceiling_per_s, "latency_ms": ceiling_ms, "errors": ceiling_errors},
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "duration_s": round(time.monotonic() - started, 1),
     }  # fmt: skip
     write_result("webhooks", figures, details)
     print_figures("Webhook -> verify -> respond", figures)
+    for count, run in runs.items():
+        legs = ", ".join(f"{leg} {ms:.2f}" for leg, ms in run["timeline_p50_ms"].items())  # type: ignore[attr-defined]
+        print(f"  timeline p50 (ms), {count} worker(s), {MODERATE_CLIENTS} senders: {legs}")
+    print(f"  load average: {load_at_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

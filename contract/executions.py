@@ -14,7 +14,7 @@ Flow (one service, many workers):
 The grant is scoped to the project and expires with the execution.
 """
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -59,7 +59,8 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str
     node_id: str | None = None
-    http_status: int | None = None  # what a webhook caller should get, e.g. 400 for invalid_signature
+    # what a webhook caller should get, e.g. 400 for invalid_signature (bounded: it is stored as an SQLite INTEGER)
+    http_status: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
 
 
 class NodeRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,7 +4,7 @@ The request id comes from the caller's `X-Request-Id` when it is a short token, 
 here; it goes back in the response's `X-Request-Id` and onto every log line written while the
 request is handled (contract.logs.REQUEST_ID). Requests are labelled by the route's canonical path
 (`unmatched` when no route matched), never by the path as sent, and the access log carries the
-path without its query string: paths hold project ids and names, never a value.
+path without its query string and without any part that is not a plain id or name (see logged_path).
 """
 
 import logging
@@ -24,6 +24,8 @@ REQUEST_ID_HEADER: Final = "X-Request-Id"
 UNMATCHED: Final = "unmatched"
 CLIENT_GONE: Final = "499"  # the client went away before the answer (nginx's code for it)
 _SANE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_PLAIN_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")  # ids and names (secrets, workflows, executions, files)
+_PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9._/-]{1,512}")
 # Any other method a client invents is counted as OTHER, so labels stay a bounded set.
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -71,7 +73,20 @@ def _record(request: web.Request, status: str, seconds: float, response: web.Str
     execution = response.headers.get(EXECUTION_HEADER) if response is not None else None
     if execution:
         fields["execution_id"] = execution
-    access_log.info("%s %s %s %.1f ms", request.method, request.path, status, milliseconds, extra=fields)
+    access_log.info("%s %s %s %.1f ms", request.method, logged_path(request), status, milliseconds, extra=fields)
+
+
+def logged_path(request: web.Request) -> str:
+    """The path as sent, except a part that is not a plain id or name: a value pasted into the URL where a
+    name goes (refused with a 4xx) must not reach the log, so such a path parameter is shown as `{name}`."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return request.path if _PLAIN_PATH.fullmatch(request.path) else f"({UNMATCHED})"
+    path = resource.canonical
+    for name, value in request.match_info.items():
+        if _PLAIN_PART.fullmatch(value):
+            path = path.replace("{" + name + "}", value, 1)
+    return path
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ log = logging.getLogger("worker.snapshots")
 
 Fetch = Callable[[str, str], Awaitable[EngineSnapshot]]
 MAX_FETCH_ATTEMPTS = 5
+STALE_EPOCH = -1  # never equal to a project's epoch
 
 
 class Snapshot:
@@ -56,7 +57,7 @@ class ProjectState:
         self.floor_epoch = 0  # fetches started before this epoch are not trusted (after a drop-all)
         self.min_revision = 0  # the newest revision an event announced
         self.snapshot: Snapshot | None = None
-        self.inflight: asyncio.Future[Snapshot] | None = None
+        self.inflight: asyncio.Future[tuple[Snapshot, int]] | None = None
         self.last_miss_refresh = float("-inf")
 
     def invalidate(self, revision: int | None) -> bool:
@@ -133,18 +134,28 @@ class SnapshotCache:
         return await self._single_flight(state, token)
 
     async def _single_flight(self, state: ProjectState, token: str) -> Snapshot:
-        if state.inflight is None:
-            state.inflight = asyncio.ensure_future(self._fetch_fresh(state, token))
-            state.inflight.add_done_callback(lambda _: setattr(state, "inflight", None))
-        return await asyncio.shield(state.inflight)
-
-    async def _fetch_fresh(self, state: ProjectState, token: str) -> Snapshot:
-        for _ in range(MAX_FETCH_ATTEMPTS):
-            started_epoch = state.epoch
-            source = await self._fetch(state.project, token)
-            if started_epoch >= state.floor_epoch and source.revision >= state.min_revision:
-                snapshot = Snapshot(source, state.epoch)
-                if self.trusted:
-                    state.snapshot = snapshot
+        """A snapshot at least as new as what this caller knows of: the revision announced and the
+        last drop when it asked. A fetch in flight is shared while it satisfies that; under a burst
+        of changes the caller takes the first one that does, even if newer events came meanwhile."""
+        need_revision, need_epoch = state.min_revision, state.floor_epoch
+        for attempt in range(MAX_FETCH_ATTEMPTS):
+            if state.inflight is None:
+                state.inflight = asyncio.ensure_future(self._fetch_fresh(state, token))
+                state.inflight.add_done_callback(lambda _: setattr(state, "inflight", None))
+            snapshot, started_epoch = await asyncio.shield(state.inflight)
+            if attempt == 0:  # first, try for one that is current now; then settle for what we asked for
+                need_revision, need_epoch = state.min_revision, state.floor_epoch
+            if snapshot.revision >= need_revision and started_epoch >= need_epoch:
                 return snapshot
-        raise SnapshotUnavailable(f"the secrets of {state.project!r} keep changing; try again")
+        raise SnapshotUnavailable(f"the secrets of {state.project!r} could not be fetched consistently; try again")
+
+    async def _fetch_fresh(self, state: ProjectState, token: str) -> tuple[Snapshot, int]:
+        """One fetch; kept for everyone only if nothing newer was announced while it ran. One that
+        is already overtaken gets an epoch no execution matches, so no value outlives its use."""
+        started_epoch = state.epoch
+        source = await self._fetch(state.project, token)
+        current = started_epoch >= state.floor_epoch and source.revision >= state.min_revision
+        snapshot = Snapshot(source, state.epoch if current else STALE_EPOCH)
+        if current and self.trusted:
+            state.snapshot = snapshot
+        return snapshot, started_epoch

@@ -6,7 +6,7 @@ id, or `kind:id`); `since` / `until` (RFC 3339; since inclusive, until exclusive
 """
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 from aiohttp import web
@@ -24,6 +24,8 @@ routes = web.RouteTableDef()
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 500
 TEXT_MAX: Final = 200
+_TEXT: Final = Annotated[str, msgspec.Meta(min_length=1, max_length=TEXT_MAX)]
+_TIME: Final = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]  # RFC 3339, with an offset
 
 
 class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,7 +75,14 @@ def _filter(query: Mapping[str, str]) -> AuditFilter:
     auth=Auth.MANAGER,
     responses={200: AuditPage},
     errors=(422,),
-    query={"limit": int, "before": int, "name": str, "actor": str, "since": str, "until": str},
+    query={
+        "limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)],
+        "before": Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)],
+        "name": _TEXT,
+        "actor": _TEXT,
+        "since": _TIME,
+        "until": _TIME,
+    },
 )
 async def get_audit(request: web.Request) -> web.Response:
     """The admin token or the project's dashboard token. Entries are append-only and carry names,

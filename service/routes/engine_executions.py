@@ -6,7 +6,8 @@ POST /api/engine/{p}/executions/{id}/claim   body {} or {"worker": "name"}
 POST /api/engine/{p}/executions/{id}/result  body ExecutionResult (masked by the worker)
     -> 200 {"id", "status"}: recorded, and the caller waiting for it is answered
     -> 409 execution_finished: a result was recorded before (the first one wins)
-401 for an unknown grant, 404 for a grant of another execution. A result is accepted after the
+401 for an unknown grant, 404 for a grant of another execution (a worker whose claim gets either
+acks the message and runs nothing: no result could be recorded). A result is accepted after the
 grant expired, as long as none came before, so a slow execution still leaves its record.
 """
 
@@ -15,12 +16,12 @@ from typing import Final, TypeVar
 import msgspec
 from aiohttp import web
 
-from contract.executions import ClaimReply, ExecutionResult
+from contract.executions import GRANT_PREFIX, ClaimReply, ExecutionResult
 from service.auth import bearer_token, hash_token
-from service.errors import InvalidField, MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from service.errors import Forbidden, InvalidField, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from service.openapi import Auth, describe
 from service.responses import json_response
-from service.state import DISPATCH, WRITER
+from service.state import AUTH, DISPATCH, WRITER
 from service.store import executions as store
 
 routes = web.RouteTableDef()
@@ -37,6 +38,15 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     status: str
+
+
+async def _grant_hash(request: web.Request) -> bytes:
+    """The hash of the execution's grant; a known token of another kind (admin, dashboard, engine) is 403."""
+    token = bearer_token(request)
+    if not token.startswith(GRANT_PREFIX):
+        await request.app[AUTH].principal(request)  # 401 for an unknown token
+        raise Forbidden("this route needs the grant of the execution", code="wrong_token_scope")
+    return hash_token(token)
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
@@ -74,7 +84,7 @@ def _decode(raw: bytes, body_type: type[T], content_type: str) -> T:
 )
 async def claim(request: web.Request) -> web.Response:
     project_id, execution_id = request.match_info["project"], request.match_info["id"]
-    grant_hash = hash_token(bearer_token(request))
+    grant_hash = await _grant_hash(request)
     raw = await _read_limited(request, 4096)
     worker = _decode(raw, Claim, request.content_type).worker[:WORKER_NAME_MAX] if raw.strip() else ""
     # A claim lost with the machine costs nothing: the message is reclaimed and claimed again.
@@ -95,7 +105,7 @@ async def claim(request: web.Request) -> web.Response:
 )
 async def result(request: web.Request) -> web.Response:
     project_id, execution_id = request.match_info["project"], request.match_info["id"]
-    grant_hash = hash_token(bearer_token(request))
+    grant_hash = await _grant_hash(request)
     reported = _decode(await _read_limited(request, RESULT_MAX_BYTES), ExecutionResult, request.content_type)
     reported = msgspec.structs.replace(reported, worker=reported.worker[:WORKER_NAME_MAX])
     record = await request.app[WRITER].submit(store.record_result(project_id, execution_id, grant_hash, reported))

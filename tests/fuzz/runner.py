@@ -91,6 +91,13 @@ class Plan:
     names: str | None = None  # key into Target.names for the route's second path parameter
     floor: int = 1000
     reason: str | None = None  # why this operation totals fewer requests than 1,000
+    waits: bool = False  # some of its cases wait out a workflow's time-out
+    valid_body: str | None = None  # key into VALID_BODIES: a third of the positive cases get such a body
+
+    @property
+    def cost(self) -> float:
+        """A rough relative run time, to start the longest first."""
+        return (self.positive + self.negative) * (4 if self.waits else 1)
 
 
 @dataclass
@@ -99,6 +106,7 @@ class OpResult:
     requests: int = 0
     seconds: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
+    positive_statuses: Counter[int] = field(default_factory=Counter)  # what schema-valid cases got
     by_mode: Counter[str] = field(default_factory=Counter)
     failures: dict[str, str] = field(default_factory=dict)  # a key per distinct failure -> its report
     failure_count: int = 0
@@ -122,15 +130,19 @@ class _Session:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.http = requests.Session()
+        self.http.trust_env = False  # loopback only: no proxy or netrc lookups on every request
         document = self.http.get(f"{target.url}/api/openapi.json", timeout=REQUEST_TIMEOUT_S).json()
         self.documented = {
             f"{method.upper()} {path}": set(operation["responses"])
             for path, methods in document["paths"].items()
             for method, operation in methods.items()
         }
-        self.schema = schemathesis.openapi.from_dict(document, config=schemathesis.Config.from_dict(CONFIG))
+        self.schema = _load(document, with_security=True)
+        # Positive cases carry real tokens, so generating security parameters for them is wasted work;
+        # negative cases keep them: a negated Authorization header or cookie is sent as generated.
         self.operations = {
-            f"{op.method.upper()} {op.path}": op for op in (result.ok() for result in self.schema.get_all_operations())
+            GenerationMode.POSITIVE: _operations(_load(document, with_security=False)),
+            GenerationMode.NEGATIVE: _operations(self.schema),
         }
         self.redis = redis.Redis.from_url(target.redis_url)
         self._grants: list[tuple[str, str]] = []
@@ -158,6 +170,15 @@ class _Session:
             if set(ids) <= set(found):
                 break
         return [(execution_id, found[execution_id]) for execution_id in ids]
+
+
+def _load(document: dict[str, Any], *, with_security: bool) -> Any:
+    config = {**CONFIG, "generation": {"with-security-parameters": with_security}}
+    return schemathesis.openapi.from_dict(document, config=schemathesis.Config.from_dict(config))
+
+
+def _operations(schema: Any) -> dict[str, Any]:
+    return {f"{op.method.upper()} {op.path}": op for op in (result.ok() for result in schema.get_all_operations())}
 
 
 _SESSION: _Session | None = None
@@ -220,6 +241,24 @@ def _shape(case: schemathesis.Case, plan: Plan, target: Target, pick: int) -> No
                 params[key] = known[(pick >> 9) % len(known)]
 
 
+def _workflow_body(generated: Any, pick: int) -> Any:
+    """A workflow that saves: the generated trigger, one respond node answering the generated body."""
+    trigger = generated.get("trigger") if isinstance(generated, dict) else None
+    reply = {"id": f"reply-{pick}", "type": "respond", "config": {"status": 200 + pick % 100, "body": generated}}
+    return {"nodes": [reply], **({"trigger": trigger} if trigger is not None else {})}
+
+
+def _credential_body(generated: Any, pick: int) -> Any:
+    if pick % 2:
+        return {"type": "http_bearer", "fields": {"token": f"tok_{pick:x}"}}
+    return {"type": "http_basic", "fields": {"username": f"user{pick}", "password": f"pw-{pick:x}"}}
+
+
+# The schema of these bodies is wider than what saves (node configs and credential fields are checked
+# against their type), so few generated ones would get past validation to the store without these.
+VALID_BODIES: Final = {"workflow": _workflow_body, "credential": _credential_body}
+
+
 def _sign_in_body(case: schemathesis.Case, target: Target, pick: int) -> None:
     """POST /api/session: a real token in a third of the positive cases (dashboard, engine or admin)."""
     if isinstance(case.body, dict) and "token" in case.body and (pick >> 8) % 3 == 0:
@@ -260,7 +299,7 @@ def _code(response: Any) -> str | None:
 
 def _run_mode(session: _Session, plan: Plan, result: OpResult, mode: GenerationMode, examples: int) -> None:
     target = session.target
-    operation = session.operations[result.label]
+    operation = session.operations[mode][result.label]
     fixed = {"project": _project(target, plan, 0)} if "{project}" in operation.path else None
     strategy = operation.as_strategy(generation_mode=mode, path_parameters=fixed)
 
@@ -278,6 +317,8 @@ def _run_mode(session: _Session, plan: Plan, result: OpResult, mode: GenerationM
         negated_auth = session.schema.is_security_param_negated(case)
         if mode is GenerationMode.POSITIVE:
             _shape(case, plan, target, pick)
+            if plan.valid_body and (pick >> 12) % 3 == 0:
+                case.body = VALID_BODIES[plan.valid_body](case.body, pick)
             if result.label == "POST /api/session":
                 _sign_in_body(case, target, pick)
         headers, cookies = ({}, {}) if negated_auth else _credentials(session, identity, case, pick)
@@ -290,6 +331,8 @@ def _run_mode(session: _Session, plan: Plan, result: OpResult, mode: GenerationM
             return
         result.requests += 1
         result.by_mode[mode.value] += 1
+        if mode is GenerationMode.POSITIVE:
+            result.positive_statuses[response.status_code] += 1
         _check(session, result, case, response, headers)
 
     try:
@@ -308,3 +351,56 @@ def fuzz_operation(target: Target, label: str, plan: Plan) -> OpResult:
             _run_mode(session, plan, result, mode, examples)
     result.seconds = time.monotonic() - started
     return result
+
+
+# After the fuzzing, everything it stored is read back: each list, then each record in it, per schema.
+_LISTS: Final = {
+    "secrets": "secrets",
+    "frontend-vars": "frontend_vars",
+    "credentials": "credentials",
+    "workflows": "workflows",
+    "executions": "executions",
+}
+
+
+def read_back(target: Target) -> OpResult:
+    """GET every list of the fuzzed project (every page) and every record listed, validating each answer."""
+    session = _session(target)
+    result = OpResult("read back")
+    started = time.monotonic()
+    for store, key in _LISTS.items():
+        list_label = f"GET /api/projects/{{project}}/{store}"
+        item_label = list_label + ("/{id}" if store == "executions" else "/{name}")
+        before: str | None = None
+        while True:
+            query = {"limit": 200, **({"before": before} if before else {})} if store == "executions" else {}
+            page = _read(session, result, list_label, {"project": target.project}, query)
+            if page is None:
+                break
+            for item in page[key]:
+                field_name = "id" if store == "executions" else "name"
+                _read(session, result, item_label, {"project": target.project, field_name: item[field_name]}, {})
+            before = page.get("next_before")
+            if not before:
+                break
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _read(
+    session: _Session, result: OpResult, label: str, path: dict[str, str], query: dict[str, Any]
+) -> dict[str, Any] | None:
+    operation = session.operations[GenerationMode.POSITIVE][label]
+    case = operation.Case(path_parameters=path, query=query or None)
+    headers = _bearer(session.target.dashboard)
+    response = case.call(base_url=session.target.url, session=session.http, headers=headers, timeout=REQUEST_TIMEOUT_S)
+    result.requests += 1
+    result.statuses[response.status_code] += 1
+    try:
+        case.validate_response(response, checks=CHECKS, headers=headers)
+    except (FailureGroup, Failure) as exc:
+        result.fail(f"{label} {response.status_code}", str(exc))
+    if response.status_code != 200:
+        result.fail(f"{label} {response.status_code}", f"{label} {path}: {response.status_code} {response.text[:300]}")
+        return None
+    return dict(response.json())

@@ -27,7 +27,7 @@ import requests
 from cryptography.fernet import Fernet
 from openapi_spec_validator import validate
 
-from tests.fuzz.runner import GRANT_FRESH_S, OpResult, Plan, Target, fuzz_operation
+from tests.fuzz.runner import GRANT_FRESH_S, OpResult, Plan, Target, fuzz_operation, read_back
 from tests.support.processes import ServiceProcess, service_process
 
 pytestmark = pytest.mark.timeout(420)
@@ -56,17 +56,23 @@ PLANS: Final[dict[str, Plan]] = {
     "DELETE /api/projects/{project}/frontend-vars/{name}": Plan(600, 400, DASHBOARD, names="scratch"),
     "GET /api/projects/{project}/credentials": Plan(600, 400, DASHBOARD),
     "GET /api/projects/{project}/credentials/{name}": Plan(600, 400, DASHBOARD, names="credentials"),
-    "PUT /api/projects/{project}/credentials/{name}": Plan(600, 400, DASHBOARD, names="scratch"),
+    "PUT /api/projects/{project}/credentials/{name}": Plan(
+        600, 400, DASHBOARD, names="scratch", valid_body="credential"
+    ),
     "DELETE /api/projects/{project}/credentials/{name}": Plan(600, 400, DASHBOARD, names="scratch"),
     # workflows and executions
     "GET /api/projects/{project}/workflows": Plan(600, 400, DASHBOARD),
     "GET /api/projects/{project}/workflows/{name}": Plan(600, 400, DASHBOARD, names="workflows"),
-    "PUT /api/projects/{project}/workflows/{name}": Plan(600, 400, DASHBOARD, names="scratch_workflows"),
+    "PUT /api/projects/{project}/workflows/{name}": Plan(
+        600, 400, DASHBOARD, names="scratch_workflows", valid_body="workflow"
+    ),
     "DELETE /api/projects/{project}/workflows/{name}": Plan(600, 400, DASHBOARD, names="scratch_workflows"),
     "GET /api/projects/{project}/executions": Plan(600, 400, DASHBOARD),
     "GET /api/projects/{project}/executions/{id}": Plan(600, 400, DASHBOARD, names="executions"),
-    "POST /api/projects/{project}/workflows/{name}/executions": Plan(600, 400, DASHBOARD, names="workflows"),
-    "POST /hooks/{project}/{workflow}": Plan(600, 400, ("none",), names="workflows"),
+    "POST /api/projects/{project}/workflows/{name}/executions": Plan(
+        600, 400, DASHBOARD, names="workflows", waits=True
+    ),
+    "POST /hooks/{project}/{workflow}": Plan(600, 400, ("none",), names="workflows", waits=True),
     "POST /api/engine/{project}/executions/{id}/claim": Plan(600, 400, ("grant",)),
     "POST /api/engine/{project}/executions/{id}/result": Plan(600, 400, ("grant",)),
     "GET /api/projects/{project}/audit": Plan(600, 400, ("admin", "dashboard")),
@@ -177,14 +183,19 @@ def _wait_healthy(service: ServiceProcess, timeout_s: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+@dataclasses.dataclass
 class FuzzRun:
-    def __init__(self, results: dict[str, OpResult], seconds: float, service_log: str, target: Target) -> None:
-        self.results, self.seconds, self.service_log, self.target = results, seconds, service_log, target
+    results: dict[str, OpResult]
+    read_back: OpResult
+    seconds: float
+    service_log: str
+    target: Target
 
 
 def _run_pool(target: Target) -> dict[str, OpResult]:
     context = multiprocessing.get_context("spawn")
-    order = sorted(filter(_fuzzed, PLANS), key=lambda label: -(PLANS[label].positive + PLANS[label].negative))
+    # The longest first (those that wait out workflow time-outs), so no process is left alone at the end.
+    order = sorted(filter(_fuzzed, PLANS), key=lambda label: -PLANS[label].cost)
     with concurrent.futures.ProcessPoolExecutor(POOL_PROCESSES, mp_context=context) as pool:
         futures = {label: pool.submit(fuzz_operation, target, label, _scaled(PLANS[label])) for label in order}
         return {label: future.result() for label, future in futures.items()}
@@ -220,8 +231,9 @@ def fuzz_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzRun]:
         started = time.monotonic()
         results = _run_pool(target)
         seconds = time.monotonic() - started
+        stored = read_back(target)
         assert service.process.running, service.process.tail()
-        yield FuzzRun(results, seconds, service.process.log_text(), target)
+        yield FuzzRun(results, stored, seconds, service.process.log_text(), target)
     finally:
         service.process.stop()
         client = redis.Redis.from_url(redis_url)
@@ -248,18 +260,26 @@ def test_the_served_document_is_valid_openapi(fuzz_run: FuzzRun) -> None:
 @pytest.mark.parametrize("label", [label for label in PLANS if _fuzzed(label)])
 def test_operation(fuzz_run: FuzzRun, label: str) -> None:
     result = fuzz_run.results[label]
-    print(
-        f"{label}: {result.requests} requests, {result.seconds:.1f}s, {dict(result.by_mode)}, {dict(result.statuses)}"
-    )
+    print(f"{label}: {result.requests} requests in {result.seconds:.1f}s, {dict(result.by_mode)}")
+    print(f"  statuses {dict(result.statuses)}; of the positive cases {dict(result.positive_statuses)}")
     reports = "\n\n".join(f"[{key}]\n{report}" for key, report in result.failures.items())
     assert not result.failures, f"{result.failure_count} failing requests of {result.requests}:\n{reports}"
     assert result.requests >= PLANS[label].floor * SCALE, f"{label}: only {result.requests} requests"
     assert not any(status >= 500 and status != 504 for status in result.statuses), result.statuses
 
 
+def test_what_the_fuzzing_stored_reads_back_per_schema(fuzz_run: FuzzRun) -> None:
+    """Every list of the project, every page, every record in it: the records the fuzzer wrote included."""
+    result = fuzz_run.read_back
+    print(f"read back: {result.requests} requests, {dict(result.statuses)}")
+    assert not result.failures, "\n\n".join(result.failures.values())
+    assert result.requests > 100
+
+
 def test_totals_and_the_service_log(fuzz_run: FuzzRun) -> None:
     total = sum(result.requests for result in fuzz_run.results.values())
     print(f"fuzzing: {total} requests over {len(fuzz_run.results)} operations in {fuzz_run.seconds:.0f}s")
     assert total >= 1000 * SCALE * sum(1 for plan in PLANS.values() if plan.floor >= 1000)
-    assert "Traceback" not in fuzz_run.service_log, fuzz_run.service_log[-3000:]
-    assert '"level": "ERROR"' not in fuzz_run.service_log
+    # A 4xx can hide an internal failure (a write that raised is refused, not a 500): the log tells.
+    errors = [line for line in fuzz_run.service_log.splitlines() if '"level": "ERROR"' in line or "Traceback" in line]
+    assert not errors, "\n".join(errors[:5])

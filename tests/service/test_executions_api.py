@@ -159,7 +159,7 @@ async def test_claim_and_result_need_that_executions_grant(
     one, two = [await start(api, run_url, project, worker) for _ in range(2)]
     claim_one = f"/api/engine/{project.id}/executions/{one.id}/claim"
     await expect_error(await api.post(claim_one), 401, "missing_token")
-    await expect_error(await api.post(claim_one, headers=project.engine), 401, "invalid_token")
+    await expect_error(await api.post(claim_one, headers=project.engine), 403, "wrong_token_scope")
     await expect_error(await api.post(claim_one, headers=bearer("bsg_unknown")), 401, "invalid_token")
     await expect_error(await api.post(claim_one, headers=grant_headers(two)), 404, "execution_not_found")
     result_one = f"/api/engine/{project.id}/executions/{one.id}/result"

@@ -212,3 +212,31 @@ async def test_a_secret_saved_a_moment_ago_resolves_before_its_event_arrives(
         await put_secret(api, project, "JUST_SAVED", "fresh")
         assert await ctx.secrets.get("JUST_SAVED") == "fresh"
     assert len(engine_fetch.calls) == 2
+
+
+async def test_a_burst_of_changes_never_starves_a_fetch() -> None:
+    """Every fetch is overtaken by a newer change event while it is out: the caller still gets a
+    snapshot as new as what it asked for, and nothing overtaken is kept for others."""
+    from cryptography.fernet import Fernet
+
+    from contract.engine import EngineSnapshot
+
+    revision = 0
+    key = Fernet.generate_key().decode()
+    burst_cache: SnapshotCache
+
+    async def fetch(project: str, token: str) -> EngineSnapshot:
+        nonlocal revision
+        revision += 1
+        answer = EngineSnapshot(project=project, revision=revision, data_key=key)
+        burst_cache.invalidate(project, revision + 1)  # the next change lands while this answer travels
+        return answer
+
+    burst_cache = SnapshotCache(fetch, max_projects=10, miss_refresh_interval_s=0)
+    burst_cache.trusted = True
+    state = burst_cache.state("busy")
+    for _ in range(20):
+        asked = state.min_revision
+        snapshot = await burst_cache.snapshot(state, "token")
+        assert snapshot.revision >= asked
+        assert state.snapshot is None  # overtaken: not kept
