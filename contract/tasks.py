@@ -14,5 +14,5 @@ async def cancel_and_wait(task: "asyncio.Task[Any]") -> None:
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=0.2)
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash was reported when it happened
         await task

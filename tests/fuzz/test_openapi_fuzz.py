@@ -30,7 +30,7 @@ from openapi_spec_validator import validate
 from tests.fuzz.runner import GRANT_FRESH_S, OpResult, Plan, Target, fuzz_operation, read_back
 from tests.support.processes import ServiceProcess, service_process
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(600)
 
 # FUZZ_SCALE=0.1 for a quick look: every count and floor is scaled (the suite runs at 1).
 SCALE: Final = float(os.environ.get("FUZZ_SCALE", "1"))
