@@ -62,6 +62,10 @@ class InvalidField(ApiError):
     status, code = 422, "invalid_field"
 
 
+class InternalError(ApiError):
+    status, code = 500, "internal_error"
+
+
 class ServiceUnavailable(ApiError):
     status, code = 503, "unavailable"
 

@@ -13,6 +13,7 @@ from contract.events import WorkflowDeleted, WorkflowPut
 from contract.workflows import Workflow
 from service.clock import now_rfc3339
 from service.errors import NotFound, PreconditionFailed
+from service.store.db import fetch_one
 from service.store.usage import replace_refs
 from service.store.writer import Operation, Transaction
 
@@ -65,10 +66,9 @@ async def list_workflows(conn: aiosqlite.Connection, project_id: str) -> list[Wo
 
 
 async def find_workflow(conn: aiosqlite.Connection, project_id: str, name: str) -> StoredWorkflow | None:
-    async with conn.execute(
-        f"SELECT {_META_COLUMNS}, definition FROM workflows WHERE project_id = ? AND name = ?", (project_id, name)
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(
+        conn, f"SELECT {_META_COLUMNS}, definition FROM workflows WHERE project_id = ? AND name = ?", (project_id, name)
+    )
     if row is None:
         return None
     return StoredWorkflow(meta=_meta(row), definition=str(row[4]).encode())

@@ -25,7 +25,7 @@ import msgspec
 
 from contract.events import Event, encode_event
 from service.actor import CURRENT, Actor
-from service.errors import ApiError, ServiceUnavailable
+from service.errors import ApiError, InternalError, ServiceUnavailable
 from service.store.audit import NewEntry, entry_for_event, write_entries
 from service.store.db import fetch_one
 
@@ -137,7 +137,7 @@ class Writer:
         except Exception:
             if len(batch) == 1:
                 log.exception("a write failed and was rolled back")
-                self._fail_all(batch, ApiError("the change could not be saved", code="internal_error"))
+                self._fail_all(batch, InternalError("the change could not be saved; it has been logged"))
                 return
             for pending in batch:  # find the culprit: each alone
                 await self._run_batch([pending])
@@ -148,8 +148,7 @@ class Writer:
             _settle(pending.future, outcome)
 
     async def _commit(self, batch: list[_Pending]) -> tuple[list[Any], list[OutboxEntry]]:
-        await self._set_durability(any(pending.durable for pending in batch))
-        await self._conn.execute("BEGIN IMMEDIATE")
+        await self._begin(durable=any(pending.durable for pending in batch))
         tx = Transaction(self._conn, self._next_seq)
         try:
             await self._cleanup_outbox()
@@ -176,12 +175,15 @@ class Writer:
             await self._conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
             self._cleaned_upto = upto
 
-    async def _set_durability(self, durable: bool) -> None:
+    async def _begin(self, *, durable: bool) -> None:
         """FULL fsyncs the WAL at commit; NORMAL leaves that to the next FULL commit or checkpoint:
-        still atomic and safe from a process crash, lost only with the machine (power cut, kernel)."""
-        if durable != self._durable:
-            await self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._durable = durable
+        still atomic and safe from a process crash, lost only with the machine (power cut, kernel).
+        The level can only change outside a transaction: both go in one round trip to the thread."""
+        if durable == self._durable:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            return
+        await self._conn.executescript(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}; BEGIN IMMEDIATE;")
+        self._durable = durable
 
     def _fail_all(self, batch: list[_Pending], error: Exception) -> None:
         for pending in batch:

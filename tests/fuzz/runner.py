@@ -18,6 +18,7 @@ failure with schemathesis' curl line to reproduce it.
 
 import json
 import time
+import traceback
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class OpResult:
     seconds: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
     positive_statuses: Counter[int] = field(default_factory=Counter)  # what schema-valid cases got
+    positive_refusals: Counter[str] = field(default_factory=Counter)  # their 4xx codes: checks the schema omits
     by_mode: Counter[str] = field(default_factory=Counter)
     failures: dict[str, str] = field(default_factory=dict)  # a key per distinct failure -> its report
     failure_count: int = 0
@@ -330,7 +332,11 @@ def _run_mode(session: _Session, plan: Plan, result: OpResult, mode: GenerationM
                 case.body = VALID_BODIES[plan.valid_body](case.body, pick)
             if result.label == "POST /api/session":
                 _sign_in_body(case, target, pick)
-        headers, cookies = ({}, {}) if negated_auth else _credentials(session, identity, case, pick)
+        try:
+            headers, cookies = ({}, {}) if negated_auth else _credentials(session, identity, case, pick)
+        except Exception as exc:  # queueing an execution for its grant failed: the service's fault too
+            result.fail(f"setup {type(exc).__name__}", repr(exc))
+            return
         try:
             response = case.call(
                 base_url=target.url, session=session.http, headers=headers, cookies=cookies, timeout=REQUEST_TIMEOUT_S
@@ -342,6 +348,8 @@ def _run_mode(session: _Session, plan: Plan, result: OpResult, mode: GenerationM
         result.by_mode[mode.value] += 1
         if mode is GenerationMode.POSITIVE:
             result.positive_statuses[response.status_code] += 1
+            if 400 <= response.status_code < 500:
+                result.positive_refusals[f"{response.status_code} {_code(response)}"] += 1
         _check(session, result, case, response, headers)
 
     try:
@@ -357,7 +365,10 @@ def fuzz_operation(target: Target, label: str, plan: Plan) -> OpResult:
     started = time.monotonic()
     for mode, examples in ((GenerationMode.POSITIVE, plan.positive), (GenerationMode.NEGATIVE, plan.negative)):
         if examples:
-            _run_mode(session, plan, result, mode, examples)
+            try:
+                _run_mode(session, plan, result, mode, examples)
+            except Exception:  # reported with the operation, not as a crash of the whole pool
+                result.fail(f"crash {mode.value}", traceback.format_exc())
     result.seconds = time.monotonic() - started
     return result
 

@@ -299,11 +299,18 @@ async def test_no_token_but_its_own_gets_through(
         got[identity] = (response.status, code)
         if response.status != expected:
             wrong.append(f"  {identity:<17} got {response.status} {code}, expected {expected}")
+        if method == "GET":  # aiohttp answers HEAD beside every GET: the same refusal, without a body
+            head = await api.head(path, headers=_credentials(identity, a, b))
+            got[f"{identity} (HEAD)"] = (head.status, "")
+            if head.status != expected:
+                wrong.append(f"  {identity:<17} got {head.status} on HEAD, expected {expected}")
 
-    table = "\n".join(f"  {identity:<17} {status} {code}" for identity, (status, code) in got.items())
+    table = "\n".join(f"  {identity:<24} {status} {code}" for identity, (status, code) in got.items())
+    print(f"{label}\n{table}")
     assert not any(200 <= status < 300 for status, _ in got.values()), f"{label} let a foreign token in:\n{table}"
     assert not wrong, f"{label}:\n" + "\n".join(wrong)
-    assert set(got) | {i for i, e in EXPECTED[ROUTES[label]].items() if e is None} == set(IDENTITIES)
+    tried = {identity.removesuffix(" (HEAD)") for identity in got}
+    assert tried | {i for i, e in EXPECTED[ROUTES[label]].items() if e is None} == set(IDENTITIES)
 
     assert await _revision(api, a.project) == before, f"{label}: a refused request changed project A"
     for path_of_record in ("secrets/SECRET_A", "frontend-vars/PUBLIC_A", "credentials/CRED_A", "workflows/flow-a"):
