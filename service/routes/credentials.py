@@ -22,13 +22,13 @@ from contract.credential_types import (
     encode_fields,
 )
 from contract.sealing import seal
-from service.auth import Scope
 from service.bodies import read_json
 from service.errors import InvalidField
 from service.fingerprints import fingerprinter
 from service.openapi import IF_MATCH, STORE_NAME, Auth, describe
 from service.responses import json_response
-from service.state import AUTH, KEYRING, READER, WRITER
+from service.routes.common import dashboard_project, etag, written
+from service.state import KEYRING, READER, WRITER
 from service.store import credentials as store
 from service.store.projects import project_wrapped_key
 from service.validation import if_match_version, valid_name
@@ -55,16 +55,6 @@ class CredentialTypeList(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _TYPES_BODY: Final = msgspec.json.encode(CredentialTypeList(credential_types=list(CREDENTIAL_TYPES.values())))
-
-
-def _etag(version: int) -> dict[str, str]:
-    return {"ETag": f'"{version}"'}
-
-
-async def _dashboard_project(request: web.Request) -> str:
-    project_id = request.match_info["project"]
-    await request.app[AUTH].require(request, Scope.DASHBOARD, project_id)
-    return project_id
 
 
 def _valid_credential(body: PutCredential) -> tuple[CredentialType, dict[str, str]]:
@@ -98,7 +88,7 @@ async def list_credential_types(request: web.Request) -> web.Response:
     responses={200: CredentialList},
 )
 async def list_credentials(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     return json_response(CredentialList(credentials=await store.list_credentials(request.app[READER], project_id)))
 
 
@@ -111,9 +101,9 @@ async def list_credentials(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def get_credential(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     meta = await store.get_credential(request.app[READER], project_id, valid_name(request.match_info["name"]))
-    return json_response(meta, headers=_etag(meta.version))
+    return json_response(meta, headers=etag(meta.version))
 
 
 @routes.put("/api/projects/{project}/credentials/{name}")
@@ -129,7 +119,7 @@ async def get_credential(request: web.Request) -> web.Response:
 async def put_credential(request: web.Request) -> web.Response:
     """422 `unknown_credential_type`, `missing_field`, `unknown_field`, `invalid_field_value` or
     `value_too_large`: the message names the field (`fields.<name>: ...`), never its value."""
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_name(request.match_info["name"])
     if_match = if_match_version(request)
     body = await read_json(request, PutCredential)
@@ -149,7 +139,7 @@ async def put_credential(request: web.Request) -> web.Response:
         project_id, name, kind.type, seal_under(wrapped), wrapped, seal_under, fingerprints_under, if_match
     )
     outcome = await request.app[WRITER].submit(operation)
-    return json_response(outcome.meta, status=201 if outcome.created else 200, headers=_etag(outcome.meta.version))
+    return written(outcome.meta, outcome.meta.version, created=outcome.created)
 
 
 @routes.delete("/api/projects/{project}/credentials/{name}")
@@ -162,7 +152,7 @@ async def put_credential(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def delete_credential(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_name(request.match_info["name"])
     await request.app[WRITER].submit(store.delete_credential(project_id, name, if_match_version(request)))
     return web.Response(status=204)

@@ -13,13 +13,13 @@ import msgspec
 from aiohttp import web
 
 from contract.executions import ExecutionInput
-from service.auth import Scope
 from service.dispatch import ExecutionTimeout
 from service.errors import InvalidField, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from service.openapi import WORKFLOW_NAME, Auth, describe
 from service.responses import json_response
+from service.routes.common import dashboard_project
 from service.routes.hooks import ExecutionErrorBody, timeout_response
-from service.state import AUTH, DISPATCH, READER
+from service.state import DISPATCH, READER
 from service.store import executions as store
 from service.store.workflows import get_workflow
 from service.workflow_validation import valid_workflow_name
@@ -34,12 +34,6 @@ ID_MAX: Final = 64
 class ExecutionPage(msgspec.Struct, frozen=True, kw_only=True):
     executions: list[store.ExecutionSummary]
     next_before: str | None  # pass as `before` for the next (older) page; null on the last page
-
-
-async def _dashboard_project(request: web.Request) -> str:
-    project_id = request.match_info["project"]
-    await request.app[AUTH].require(request, Scope.DASHBOARD, project_id)
-    return project_id
 
 
 def _limit(raw: str | None) -> int:
@@ -69,7 +63,7 @@ def _before(raw: str | None) -> str | None:
     },
 )
 async def list_executions(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     limit = _limit(request.query.get("limit"))
     workflow = request.query.get("workflow")
     page = await store.list_executions(
@@ -90,7 +84,7 @@ async def list_executions(request: web.Request) -> web.Response:
     responses={200: store.ExecutionRecord},
 )
 async def get_execution(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     execution_id = request.match_info["id"]
     if len(execution_id) > ID_MAX:
         raise store.execution_not_found(execution_id[:ID_MAX])
@@ -124,7 +118,7 @@ async def _input_body(request: web.Request) -> tuple[Any, bytes]:
     path={"name": WORKFLOW_NAME},
 )
 async def run_workflow(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     stored = await get_workflow(request.app[READER], project_id, valid_workflow_name(request.match_info["name"]))
     wait = request.query.get("wait", "true").lower() not in ("false", "0", "no")
     body, raw = await _input_body(request)

@@ -4,13 +4,13 @@ import msgspec
 from aiohttp import web
 
 from service import dotenv_file
-from service.auth import Scope
 from service.bodies import read_json
 from service.fingerprints import fingerprinter
 from service.guardrail import check_not_private_key
 from service.openapi import IF_MATCH, STORE_NAME, Auth, Media, describe
 from service.responses import json_response
-from service.state import AUTH, KEYRING, READER, WRITER
+from service.routes.common import dashboard_project, etag, written
+from service.state import KEYRING, READER, WRITER
 from service.store import frontend_vars as store
 from service.validation import if_match_version, valid_name, valid_value
 
@@ -21,16 +21,6 @@ class PutVar(msgspec.Struct, forbid_unknown_fields=True):
     value: str
 
 
-def _etag(version: int) -> dict[str, str]:
-    return {"ETag": f'"{version}"'}
-
-
-async def _dashboard_project(request: web.Request) -> str:
-    project_id = request.match_info["project"]
-    await request.app[AUTH].require(request, Scope.DASHBOARD, project_id)
-    return project_id
-
-
 @routes.get("/api/projects/{project}/frontend-vars")
 @describe(
     "List the project's Frontend (Build) vars, with their values",
@@ -38,7 +28,7 @@ async def _dashboard_project(request: web.Request) -> str:
     responses={200: store.FrontendVarList},
 )
 async def list_vars(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     return json_response(store.FrontendVarList(frontend_vars=await store.list_vars(request.app[READER], project_id)))
 
 
@@ -49,7 +39,7 @@ async def list_vars(request: web.Request) -> web.Response:
     responses={200: Media("text/plain")},
 )
 async def export_dotenv(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     variables = await store.list_vars(request.app[READER], project_id)
     header = f"Frontend (Build) vars of project {project_id}: public values, safe to bake into a browser bundle."
     return web.Response(
@@ -69,9 +59,9 @@ async def export_dotenv(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def get_var(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     var = await store.get_var(request.app[READER], project_id, valid_name(request.match_info["name"]))
-    return json_response(var, headers=_etag(var.version))
+    return json_response(var, headers=etag(var.version))
 
 
 @routes.put("/api/projects/{project}/frontend-vars/{name}")
@@ -85,14 +75,14 @@ async def get_var(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def put_var(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_name(request.match_info["name"])
     if_match = if_match_version(request)
     value = valid_value((await read_json(request, PutVar)).value)
     check_not_private_key(value)
     operation = store.put_var(project_id, name, value, fingerprinter(request.app[KEYRING], value), if_match)
     outcome = await request.app[WRITER].submit(operation)
-    return json_response(outcome.var, status=201 if outcome.created else 200, headers=_etag(outcome.var.version))
+    return written(outcome.var, outcome.var.version, created=outcome.created)
 
 
 @routes.delete("/api/projects/{project}/frontend-vars/{name}")
@@ -105,7 +95,7 @@ async def put_var(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def delete_var(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_name(request.match_info["name"])
     await request.app[WRITER].submit(store.delete_var(project_id, name, if_match_version(request)))
     return web.Response(status=204)

@@ -6,12 +6,12 @@ import msgspec
 from aiohttp import web
 
 from contract.sealing import seal
-from service.auth import Scope
 from service.bodies import read_json
 from service.fingerprints import fingerprinter
 from service.openapi import IF_MATCH, STORE_NAME, Auth, describe
 from service.responses import json_response
-from service.state import AUTH, KEYRING, READER, WRITER
+from service.routes.common import dashboard_project, etag, written
+from service.state import KEYRING, READER, WRITER
 from service.store import secrets as store
 from service.store.projects import project_wrapped_key
 from service.validation import if_match_version, valid_name, valid_value
@@ -35,20 +35,10 @@ class SecretList(msgspec.Struct, frozen=True, kw_only=True):
     secrets: list[store.SecretMeta]
 
 
-def _etag(version: int) -> dict[str, str]:
-    return {"ETag": f'"{version}"'}
-
-
-async def _dashboard_project(request: web.Request) -> str:
-    project_id = request.match_info["project"]
-    await request.app[AUTH].require(request, Scope.DASHBOARD, project_id)
-    return project_id
-
-
 @routes.get("/api/projects/{project}/secrets")
 @describe("List the project's secrets: names and versions, no value", auth=Auth.DASHBOARD, responses={200: SecretList})
 async def list_secrets(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     return json_response(SecretList(secrets=await store.list_secrets(request.app[READER], project_id)))
 
 
@@ -61,9 +51,9 @@ async def list_secrets(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def get_secret(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     meta = await store.get_secret(request.app[READER], project_id, valid_name(request.match_info["name"]))
-    return json_response(meta, headers=_etag(meta.version))
+    return json_response(meta, headers=etag(meta.version))
 
 
 @routes.put("/api/projects/{project}/secrets/{name}")
@@ -78,7 +68,7 @@ async def get_secret(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def put_secret(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_name(request.match_info["name"])
     if_match = if_match_version(request)
     body = await read_json(request, PutSecret)
@@ -100,7 +90,7 @@ async def put_secret(request: web.Request) -> web.Response:
         body.previous_valid_for_s,
     )
     outcome = await request.app[WRITER].submit(operation)
-    return json_response(outcome.meta, status=201 if outcome.created else 200, headers=_etag(outcome.meta.version))
+    return written(outcome.meta, outcome.meta.version, created=outcome.created)
 
 
 @routes.delete("/api/projects/{project}/secrets/{name}")
@@ -113,7 +103,7 @@ async def put_secret(request: web.Request) -> web.Response:
     path={"name": STORE_NAME},
 )
 async def delete_secret(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_name(request.match_info["name"])
     await request.app[WRITER].submit(store.delete_secret(project_id, name, if_match_version(request)))
     return web.Response(status=204)

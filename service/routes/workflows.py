@@ -9,11 +9,11 @@ import msgspec
 from aiohttp import web
 
 from contract.workflows import Node, Trigger, Workflow
-from service.auth import Scope
 from service.bodies import read_json
 from service.openapi import IF_MATCH, WORKFLOW_NAME, Auth, describe
 from service.responses import json_response
-from service.state import AUTH, READER, WRITER
+from service.routes.common import dashboard_project, etag, written
+from service.state import READER, WRITER
 from service.store import workflows as store
 from service.store.secrets import list_secrets
 from service.validation import if_match_version
@@ -39,16 +39,6 @@ class WorkflowList(msgspec.Struct, frozen=True, kw_only=True):
     workflows: list[store.WorkflowMeta]
 
 
-def _etag(version: int) -> dict[str, str]:
-    return {"ETag": f'"{version}"'}
-
-
-async def _dashboard_project(request: web.Request) -> str:
-    project_id = request.match_info["project"]
-    await request.app[AUTH].require(request, Scope.DASHBOARD, project_id)
-    return project_id
-
-
 def _out(stored: store.StoredWorkflow) -> WorkflowOut:
     workflow = store.decode_definition(stored)
     meta = stored.meta
@@ -65,7 +55,7 @@ def _out(stored: store.StoredWorkflow) -> WorkflowOut:
 @routes.get("/api/projects/{project}/workflows")
 @describe("List the project's workflows", auth=Auth.DASHBOARD, responses={200: WorkflowList})
 async def list_workflows(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     return json_response(WorkflowList(workflows=await store.list_workflows(request.app[READER], project_id)))
 
 
@@ -78,10 +68,10 @@ async def list_workflows(request: web.Request) -> web.Response:
     path={"name": WORKFLOW_NAME},
 )
 async def get_workflow(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_workflow_name(request.match_info["name"])
     stored = await store.get_workflow(request.app[READER], project_id, name)
-    return json_response(_out(stored), headers=_etag(stored.meta.version))
+    return json_response(_out(stored), headers=etag(stored.meta.version))
 
 
 @routes.put("/api/projects/{project}/workflows/{name}")
@@ -95,7 +85,7 @@ async def get_workflow(request: web.Request) -> web.Response:
     path={"name": WORKFLOW_NAME},
 )
 async def put_workflow(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_workflow_name(request.match_info["name"])
     if_match = if_match_version(request)
     workflow = decode_workflow(bytes(await read_json(request, msgspec.Raw)))
@@ -113,7 +103,7 @@ async def put_workflow(request: web.Request) -> web.Response:
         nodes=workflow.nodes,
         warnings=sorted(referenced_secrets(workflow) - existing),
     )
-    return json_response(saved, status=201 if outcome.created else 200, headers=_etag(meta.version))
+    return written(saved, meta.version, created=outcome.created)
 
 
 @routes.delete("/api/projects/{project}/workflows/{name}")
@@ -126,7 +116,7 @@ async def put_workflow(request: web.Request) -> web.Response:
     path={"name": WORKFLOW_NAME},
 )
 async def delete_workflow(request: web.Request) -> web.Response:
-    project_id = await _dashboard_project(request)
+    project_id = await dashboard_project(request)
     name = valid_workflow_name(request.match_info["name"])
     await request.app[WRITER].submit(store.delete_workflow(project_id, name, if_match_version(request)))
     return web.Response(status=204)
