@@ -66,21 +66,23 @@ async def _instance_id(conn: aiosqlite.Connection) -> str:
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    writer_conn = await connect(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
-    try:
-        await migrate(writer_conn)
-        app[ORIGIN] = await _instance_id(writer_conn)
-        reader = await connect(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms, readonly=True)
-    except BaseException:
-        await writer_conn.close()
-        raise
+    setup_conn = await connect(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:  # migrations on a connection of their own; the writer opens its own on its thread
+        await migrate(setup_conn)
+        app[ORIGIN] = await _instance_id(setup_conn)
+    finally:
+        await setup_conn.close()
+    reader = await connect(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms, readonly=True)
     app[READER] = reader
     app[AUTH] = Authenticator(reader, settings.admin_token, CookieSessions(reader))
-    app[WRITER] = Writer(writer_conn, on_commit=lambda entries: app[RELAY].committed(entries))
-    await app[WRITER].start()
+    app[WRITER] = Writer(
+        settings.db_path,
+        on_commit=lambda entries: app[RELAY].committed(entries),
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        on_crash=_stop_after_crash,
+    )
     yield
     await reader.close()
-    await writer_conn.close()
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -97,8 +99,8 @@ async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[RELAY] = relay
     await relay.load_unpublished(app[READER])
+    await writer.start()
     tasks = [
-        asyncio.create_task(writer.run(), name="writer"),
         asyncio.create_task(relay.run(), name="relay"),
         asyncio.create_task(_idle_cleanup(writer), name="outbox-cleanup"),
     ]
@@ -108,6 +110,7 @@ async def tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     await _drain(app)
     for task in tasks:
         await cancel_and_wait(task)
+    await writer.stop()
 
 
 def _stop_if_crashed(task: "asyncio.Task[None]") -> None:
@@ -116,6 +119,11 @@ def _stop_if_crashed(task: "asyncio.Task[None]") -> None:
     if task.cancelled() or task.exception() is None:
         return
     log.critical("background task %s crashed; stopping the service", task.get_name(), exc_info=task.exception())
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_after_crash(exc: BaseException) -> None:
+    log.critical("the writer thread crashed; stopping the service", exc_info=exc)
     os.kill(os.getpid(), signal.SIGTERM)
 
 

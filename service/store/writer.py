@@ -7,6 +7,11 @@ answers each. That is group commit: 32 concurrent PUTs cost a few fsyncs, not 32
 Every event an operation emits is also an audit entry (service.store.audit), written in the same
 batch and attributed to the actor of the request that submitted the operation (service.actor).
 
+The writer runs on its own thread, with its own event loop and a plain sqlite3 connection
+(service.store.thread_conn), so an operation's statements run inline: no round trip to a
+connection thread per statement. Handlers on the main loop submit and await as before; answers
+and committed events come back to the main loop with `call_soon_threadsafe`.
+
 An operation validates before it writes, and raises an `ApiError` only before its first write:
 that error is its answer and the batch goes on. Any other exception rolls the batch back and
 each of its operations is retried alone, so one broken operation cannot fail its neighbours.
@@ -15,10 +20,12 @@ each of its operations is retried alone, so one broken operation cannot fail its
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import msgspec
@@ -28,6 +35,7 @@ from service.actor import CURRENT, Actor
 from service.errors import ApiError, InternalError, ServiceUnavailable
 from service.store.audit import NewEntry, entry_for_event, write_entries
 from service.store.db import fetch_one
+from service.store.thread_conn import open_thread_connection
 
 log = logging.getLogger("service.writer")
 
@@ -88,10 +96,22 @@ class _Pending:
 
 
 class Writer:
-    def __init__(self, conn: aiosqlite.Connection, on_commit: Callable[[list[OutboxEntry]], None]) -> None:
-        self._conn = conn
-        self._on_commit = on_commit
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+    def __init__(
+        self,
+        db_path: Path,
+        on_commit: Callable[[list[OutboxEntry]], None],
+        *,
+        busy_timeout_ms: int,
+        on_crash: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._db_path, self._busy_timeout_ms = db_path, busy_timeout_ms
+        self._on_commit, self._on_crash = on_commit, on_crash
+        self._conn: aiosqlite.Connection = cast(aiosqlite.Connection, None)  # set on the writer thread
+        self._main: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the writer thread's
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
         self._next_seq = 1
         self._published_upto = 0
         self._cleaned_upto = 0
@@ -99,15 +119,54 @@ class Writer:
         self.on_batch: Callable[[int, float], None] | None = None  # (operations, seconds), for metrics
 
     async def start(self) -> None:
-        async with self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'") as cursor:
-            row = await cursor.fetchone()
-        self._next_seq = (int(row[0]) if row else 0) + 1
+        """Start the writer thread; returns once its connection is open and it takes operations."""
+        self._main = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._main.create_future()
+        self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="sqlite-writer", daemon=True)
+        self._thread.start()
+        await ready
+
+    async def stop(self) -> None:
+        if self._loop is not None and self._runner is not None:
+            self._loop.call_soon_threadsafe(self._runner.cancel)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
+
+    def _thread_main(self, ready: "asyncio.Future[None]") -> None:
+        try:
+            asyncio.run(self._serve(ready))
+        except BaseException as exc:
+            self._to_main(_settle, ready, exc)
+            if self._on_crash is not None:
+                self._to_main(self._on_crash, exc)
+
+    async def _serve(self, ready: "asyncio.Future[None]") -> None:
+        self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
+        conn = open_thread_connection(self._db_path, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            self._conn = cast(aiosqlite.Connection, conn)  # the slice of aiosqlite's API operations use
+            row = conn.raw.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            self._next_seq = (int(row[0]) if row else 0) + 1
+            self._runner = asyncio.current_task()
+            self._to_main(_settle, ready, None)
+            await self.run()
+        except asyncio.CancelledError:
+            return
+        finally:
+            conn.close()
+
+    def _to_main(self, callback: Callable[..., Any], *args: Any) -> None:
+        assert self._main is not None
+        if not self._main.is_closed():
+            self._main.call_soon_threadsafe(callback, *args)
 
     async def submit(self, operation: Operation[T], *, durable: bool = True) -> T:
         """Run `operation` in the next batch. `durable=False` for bookkeeping that may be lost with
         the machine (never with the process): the batch then commits without an fsync of its own."""
+        if self._loop is None or self._queue is None:
+            raise RuntimeError("the writer is not started")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(operation, future, durable, CURRENT.get()))
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, _Pending(operation, future, durable, CURRENT.get()))
         return await future
 
     def mark_published(self, seq: int) -> None:
@@ -119,6 +178,7 @@ class Writer:
         return self._published_upto > self._cleaned_upto
 
     async def run(self) -> None:
+        assert self._queue is not None
         while True:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
@@ -142,10 +202,10 @@ class Writer:
             for pending in batch:  # find the culprit: each alone
                 await self._run_batch([pending])
             return
-        if events:
-            self._on_commit(events)
+        if events:  # first, so the relay publishes as the answers go out
+            self._to_main(self._on_commit, events)
         for pending, outcome in zip(batch, outcomes, strict=True):
-            _settle(pending.future, outcome)
+            self._to_main(_settle, pending.future, outcome)
 
     async def _commit(self, batch: list[_Pending]) -> tuple[list[Any], list[OutboxEntry]]:
         await self._begin(durable=any(pending.durable for pending in batch))
@@ -187,7 +247,7 @@ class Writer:
 
     def _fail_all(self, batch: list[_Pending], error: Exception) -> None:
         for pending in batch:
-            _settle(pending.future, error)
+            self._to_main(_settle, pending.future, error)
 
 
 async def _noop(tx: Transaction) -> None:
