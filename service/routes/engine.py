@@ -5,27 +5,21 @@ import aiosqlite
 from aiohttp import web
 
 from contract.engine import EngineCredential, EngineSnapshot, snapshot_encoder
-from service.errors import NotFound, ServiceUnavailable
+from service.errors import NotFound
 from service.openapi import Auth, describe
 from service.state import AUTH, KEYRING, READER
-from service.store.credentials import EngineCredentialRows, engine_credentials
-from service.store.secrets import EngineRows, engine_rows
+from service.store.credentials import EngineCredentialRows
+from service.store.engine import engine_snapshot_rows
+from service.store.secrets import EngineRows
 
 routes = web.RouteTableDef()
-SNAPSHOT_TRIES = 20
 
 
 async def _consistent_rows(reader: aiosqlite.Connection, project_id: str) -> tuple[EngineRows, EngineCredentialRows]:
-    """Secrets and credentials come from two statements; a change committed between them shows as another
-    revision (or key) in the second, and both are read again, so the answer is one consistent snapshot."""
-    for _ in range(SNAPSHOT_TRIES):
-        rows = await engine_rows(reader, project_id)
-        credentials = await engine_credentials(reader, project_id)
-        if rows is None or credentials is None:
-            raise NotFound("no such project", code="project_not_found")
-        if (rows.revision, rows.wrapped_key) == (credentials.revision, credentials.wrapped_key):
-            return rows, credentials
-    raise ServiceUnavailable("the project changed during every read; try again", code="snapshot_unstable")
+    found = await engine_snapshot_rows(reader, project_id)
+    if found is None:
+        raise NotFound("no such project", code="project_not_found")
+    return found
 
 
 @routes.get("/api/engine/{project}/secrets")

@@ -19,7 +19,6 @@ from contract.credential_types import CREDENTIAL_TYPES
 from contract.events import decode_event
 from contract.sealing import SealError, open_sealed
 from contract.streams import FIELD_EVENT, Streams
-from service.routes import engine as engine_routes
 from tests.conftest import CreateProject, Project, admin_headers
 from tests.service.test_events import wait_for_entries
 from tests.service.test_openapi import Checker
@@ -503,33 +502,11 @@ async def test_the_page_is_served_with_a_strict_policy(api: TestClient) -> None:
     assert 'href="/credentials"' in await (await api.get("/variables")).text()
 
 
-async def test_the_engine_answer_is_one_snapshot_even_when_a_change_lands_between_its_reads(
-    api: TestClient, project: Project, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Secrets and credentials are read in two statements: a change committed between them is seen as
-    another revision, and both are read again."""
-    real = engine_routes.engine_credentials
-    calls = 0
-
-    async def racing(conn: Any, project_id: str) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # a credential lands after the secrets were read
-            await put(api, project, "LATE", "http_bearer", {"token": canary()})
-        return await real(conn, project_id)
-
+async def test_the_engine_answer_is_one_snapshot_of_secrets_and_credentials(api: TestClient, project: Project) -> None:
+    """Secrets, credentials, key and revision come from one statement: one consistent snapshot."""
     await api.put(f"/api/projects/{project.id}/secrets/EARLY", json={"value": "v"}, headers=project.dashboard)
-    monkeypatch.setattr(engine_routes, "engine_credentials", racing)
+    await put(api, project, "LATE", "http_bearer", {"token": canary()})
     body = await engine_snapshot(api, project)
-    assert calls == 2
     assert body["revision"] == 2
     assert [s["name"] for s in body["secrets"]] == ["EARLY"]
     assert [c["name"] for c in body["credentials"]] == ["LATE"]
-
-    async def always_behind(conn: Any, project_id: str) -> Any:
-        rows = await real(conn, project_id)
-        return msgspec.structs.replace(rows, revision=rows.revision - 1)
-
-    monkeypatch.setattr(engine_routes, "engine_credentials", always_behind)
-    response = await api.get(f"/api/engine/{project.id}/secrets", headers=project.engine)
-    await expect_error(response, 503, "snapshot_unstable")
