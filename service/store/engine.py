@@ -7,7 +7,7 @@ import aiosqlite
 
 from service.store.credentials import EngineCredentialRows
 from service.store.db import fetch_all
-from service.store.secrets import EngineRows, _engine_secret
+from service.store.secrets import EngineRows, engine_secret
 
 _SNAPSHOT_SQL = (
     "SELECT 0, p.revision, p.wrapped_key, s.name, s.version, s.ciphertext, s.previous_ciphertext, "
@@ -26,7 +26,7 @@ async def engine_snapshot_rows(
     if not rows:
         return None
     revision, wrapped_key, now = int(rows[0][1]), bytes(rows[0][2]), time.time()
-    secrets = [_engine_secret(r[1:], now) for r in rows if r[0] == 0 and r[3] is not None]
+    secrets = [engine_secret(r[1:], now) for r in rows if r[0] == 0 and r[3] is not None]
     credentials = [(r[3], r[8], int(r[4]), bytes(r[5])) for r in rows if r[0] == 1]
     return (
         EngineRows(revision=revision, wrapped_key=wrapped_key, secrets=secrets),

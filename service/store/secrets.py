@@ -100,11 +100,11 @@ async def engine_rows(conn: aiosqlite.Connection, project_id: str) -> EngineRows
     if not rows:
         return None
     now = time.time()
-    secrets = [_engine_secret(r, now) for r in rows if r[2] is not None]
+    secrets = [engine_secret(r, now) for r in rows if r[2] is not None]
     return EngineRows(revision=int(rows[0][0]), wrapped_key=bytes(rows[0][1]), secrets=secrets)
 
 
-def _engine_secret(row: Any, now: float) -> EngineSecret:
+def engine_secret(row: Any, now: float) -> EngineSecret:
     name, version, ciphertext, previous, until = row[2], int(row[3]), bytes(row[4]).decode(), row[5], row[6]
     if previous is None or until is None or until <= now:
         return EngineSecret(name=name, version=version, ciphertext=ciphertext)
