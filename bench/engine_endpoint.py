@@ -63,6 +63,7 @@ ENGINE_SELECT = (
 # A bare aiohttp app: any method on /static/{size} answers a static JSON body of exactly `size` bytes.
 FLOOR_SERVER = """
 import sys
+import uvloop  # the loop the service runs on
 from aiohttp import web
 
 BODIES = {}
@@ -82,7 +83,7 @@ async def static(request):
 
 app = web.Application()
 app.router.add_route("*", "/static/{size}", static)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, loop=uvloop.new_event_loop())
 """
 
 

@@ -4,7 +4,8 @@ Three processes besides Redis and the service:
 - this one (the driver) PUTs a change, stamps CLOCK_MONOTONIC when the 2xx arrives, and waits;
 - a worker (`--role worker`): the worker library (Worker, its listener and snapshot cache) with
   one ExecutionContext kept open; the listener's `on_event` hook wakes it, it re-resolves
-  `await ctx.secrets.get(NAME)` and stamps the moment it holds the new value;
+  `await ctx.secrets.get(NAME)` and stamps the moment it holds the new value, and says how the
+  new ciphertext came: from the change's engine delta in Redis, or by a fetch of the snapshot;
 - a raw reader (`--role xread`): XREAD BLOCK on a plain stream, stamping each entry's arrival,
   while the driver XADDs entries that carry the moment they were sent.
 
@@ -39,7 +40,8 @@ from bench.harness import (
     value_index,
     write_result,
 )
-from contract.engine import EngineSnapshot
+from contract import loops
+from contract.engine import EngineDelta, EngineSnapshot
 from worker.runtime import Worker
 from worker.settings import WorkerSettings
 
@@ -81,9 +83,10 @@ async def worker_role() -> None:
             changed.set()
 
         worker.listener.on_event = on_event
-        fetched = _time_fetches(worker)
+        fetched, read = _time_fetches(worker), _time_delta_reads(worker)
         async with asyncio.timeout(CHILD_LIFETIME_S), worker.execution(project, token) as ctx:
             last = value_index(await ctx.secrets.get(NAME))
+            counted = _arrivals(worker)
             _emit("ready")
             while True:
                 await changed.wait()
@@ -93,7 +96,9 @@ async def worker_role() -> None:
                 served = time.monotonic_ns()
                 index = value_index(value)
                 if index != last:
-                    _emit(f"{index} {seen} {fetched[0]} {fetched[1]} {served}")
+                    source, counted = _source(worker, counted)
+                    stamps = read if source == "delta" else fetched
+                    _emit(f"{index} {seen} {source} {stamps[0]} {stamps[1]} {served}")
                     last = index
     finally:
         await worker.close()
@@ -115,6 +120,39 @@ def _time_fetches(worker: Worker) -> list[int]:
 
     cache._fetch = timed
     return stamps
+
+
+def _time_delta_reads(worker: Worker) -> list[int]:
+    """Stamp the start and end of each engine delta read (the GET of the relay's key in Redis)."""
+    assert worker.listener is not None and worker.listener.deltas is not None
+    reader = worker.listener.deltas
+    inner = reader.load
+    stamps = [0, 0]
+
+    async def timed(origin: str, seq: int) -> EngineDelta | None:
+        stamps[0] = time.monotonic_ns()
+        try:
+            return await inner(origin, seq)
+        finally:
+            stamps[1] = time.monotonic_ns()
+
+    reader.load = timed  # type: ignore[method-assign]
+    return stamps
+
+
+def _arrivals(worker: Worker) -> tuple[int, int]:
+    assert worker.cache is not None
+    return worker.cache.stats["deltas"], worker.cache.stats["fetches"]
+
+
+def _source(worker: Worker, before: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+    """How the value just served came, from the cache's counters: "delta" (patched from the
+    change's engine delta), "fetch" (the engine endpoint; also after a delta that could not be
+    used) or "none" (neither moved: already at hand)."""
+    now = _arrivals(worker)
+    if now[1] > before[1]:
+        return "fetch", now
+    return ("delta" if now[0] > before[0] else "none"), now
 
 
 async def xread_role() -> None:
@@ -145,9 +183,17 @@ class Samples:
     full_ns: list[int] = field(default_factory=list)
     event_ns: list[int] = field(default_factory=list)  # 2xx -> the worker's listener saw the event
     served_ns: list[int] = field(default_factory=list)  # event seen -> new value served
-    to_fetch_ns: list[int] = field(default_factory=list)  # event seen -> the snapshot fetch starts
-    fetch_ns: list[int] = field(default_factory=list)  # the snapshot fetch (GET of the engine endpoint)
-    after_fetch_ns: list[int] = field(default_factory=list)  # fetch done -> value served (Fernet, decrypt)
+    sources: list[str] = field(default_factory=list)  # how each new value came: "delta", "fetch", "none"
+    # Per source ("delta": the GET of the engine delta in Redis; "fetch": the engine endpoint's snapshot):
+    to_read_ns: dict[str, list[int]] = field(default_factory=dict)  # event seen -> the read starts
+    read_ns: dict[str, list[int]] = field(default_factory=dict)  # the read itself
+    after_read_ns: dict[str, list[int]] = field(default_factory=dict)  # read done -> value served (decrypt)
+
+    def add_breakdown(self, source: str, seen: int, started: int, ended: int, served: int) -> None:
+        self.sources.append(source)
+        self.to_read_ns.setdefault(source, []).append(started - seen)
+        self.read_ns.setdefault(source, []).append(ended - started)
+        self.after_read_ns.setdefault(source, []).append(served - ended)
 
 
 async def _spawn(role: str, env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -201,18 +247,19 @@ async def _full_block(
         await asyncio.sleep(PAUSE_S)
         acked = await _put(session, url, project, index)
         while True:
-            served_index, seen, fetch_start, fetch_end, served = (
-                int(part) for part in (await _readline(worker)).split()
-            )
+            served_index, seen, source, read_start, read_end, served = _parse_served(await _readline(worker))
             if served_index == index:
                 break
         if samples.recording:
             samples.full_ns.append(served - acked)
             samples.event_ns.append(seen - acked)
             samples.served_ns.append(served - seen)
-            samples.to_fetch_ns.append(fetch_start - seen)
-            samples.fetch_ns.append(fetch_end - fetch_start)
-            samples.after_fetch_ns.append(served - fetch_end)
+            samples.add_breakdown(source, seen, read_start, read_end, served)
+
+
+def _parse_served(line: str) -> tuple[int, int, str, int, int, int]:
+    index, seen, source, started, ended, served = line.split()
+    return int(index), int(seen), source, int(started), int(ended), int(served)
 
 
 async def _raw_block(
@@ -272,6 +319,18 @@ def _ms(ns: list[int]) -> list[float]:
     return [v / 1e6 for v in ns]
 
 
+def _by_source(samples: Samples) -> dict[str, dict[str, float]]:
+    """Event seen -> value served, split by how the value came; a way no value came is left out."""
+    names = {"delta": "engine_delta_redis_get", "fetch": "snapshot_fetch_http_get"}
+    stages: dict[str, dict[str, float]] = {}
+    for source, read in names.items():
+        if source in samples.read_ns:
+            stages[f"  event_seen_to_{source}_start"] = summary(_ms(samples.to_read_ns[source]))
+            stages[f"  {read}"] = summary(_ms(samples.read_ns[source]))
+            stages[f"  {source}_done_to_value_served"] = summary(_ms(samples.after_read_ns[source]))
+    return stages
+
+
 async def drive(changes: int, warmup: int) -> list[Figure]:
     started = time.monotonic()
     async with asyncio.timeout(RUN_TIMEOUT_S), running_service("propagation") as service:
@@ -293,16 +352,16 @@ async def drive(changes: int, warmup: int) -> list[Figure]:
         "breakdown_ms": {
             "put_2xx_to_event_seen": summary(_ms(samples.event_ns)),
             "event_seen_to_value_served": summary(_ms(samples.served_ns)),
-            "  event_seen_to_fetch_start": summary(_ms(samples.to_fetch_ns)),
-            "  snapshot_fetch_http_get": summary(_ms(samples.fetch_ns)),
-            "  fetch_done_to_value_served": summary(_ms(samples.after_fetch_ns)),
+            **_by_source(samples),
         },
+        "new_value_came_by": {source: samples.sources.count(source) for source in ("delta", "fetch", "none")},
         "served_before_2xx": sum(1 for v in samples.full_ns if v < 0),
         "method": (
             "sequential changes, alternating blocks of 100 raw and 100 full; the driver stamps "
             "CLOCK_MONOTONIC when the PUT's 2xx status line arrives, the worker process when "
             "ctx.secrets.get() returns the new value; raw: one process XADDs a stamped entry, "
-            "another (XREAD BLOCK, redis.asyncio as in the worker) stamps its arrival"
+            "another (XREAD BLOCK, redis.asyncio as in the worker) stamps its arrival; new_value_came_by: "
+            "from the worker cache's counters, the engine delta (a GET in Redis) or a snapshot fetch (HTTP)"
         ),
     }
     write_result("propagation", figures, details)
@@ -310,7 +369,8 @@ async def drive(changes: int, warmup: int) -> list[Figure]:
     breakdown = details["breakdown_ms"]
     assert isinstance(breakdown, dict)
     for part, stats in breakdown.items():
-        print(f"  {part:<44} p50 {stats['p50']:.3f} ms, p99 {stats['p99']:.3f} ms")
+        print(f"  {part:<44} p50 {stats['p50']:.3f} ms, p99 {stats['p99']:.3f} ms (n={stats['count']:.0f})")
+    print(f"  new value came by: {details['new_value_came_by']}")
     return figures
 
 
@@ -321,9 +381,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=WARMUP)
     args = parser.parse_args()
     if args.role == "worker":
-        asyncio.run(worker_role())
+        loops.run(worker_role())  # the loop `python -m worker` runs on
     elif args.role == "xread":
-        asyncio.run(xread_role())
+        loops.run(xread_role())
     else:
         asyncio.run(drive(cast(int, args.changes), cast(int, args.warmup)))
 

@@ -161,6 +161,12 @@ def _details(outcome: Outcome) -> list[str]:
             indent = "↳ " if part.startswith(" ") else ""
             lines.append(_stats_line(indent + part.strip().replace("_", " "), stats, "ms"))
         lines += ["", f"{details['changes']} changes after {details['warmup']} warm-up."]
+        if "new_value_came_by" in details:
+            came = details["new_value_came_by"]
+            lines.append(
+                f"The new value came from the change's engine delta in Redis {came['delta']} times, "
+                f"by a snapshot fetch from the API {came['fetch']} times."
+            )
         if details.get("served_before_2xx"):
             lines.append(
                 f"{details['served_before_2xx']} changes were served before the PUT's 2xx reached the client "

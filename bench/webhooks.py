@@ -5,7 +5,7 @@ no worker, no secret lookup), driven by the same load in the same run. Figures: 
 with 32 concurrent senders, and p50/p99 latency at moderate load (4 concurrent senders).
 
 The details also say where a moderate-load execution spends its time (from the records' own
-timestamps: sent -> created -> started -> finished -> answered) and the machine's load average,
+timestamps: sent -> started -> finished -> answered) and the machine's load average,
 since the machine may be shared.
 """
 
@@ -32,6 +32,7 @@ from bench.harness import (
     create_project,
     free_port,
     print_figures,
+    process_cpu_s,
     running_service,
     stop_process,
     summary,
@@ -56,6 +57,7 @@ WORKFLOW = {
 
 CEILING_SERVER = f"""
 import hashlib, hmac, sys, time
+import uvloop  # the loop the service runs on
 from aiohttp import web
 KEY = {SIGNING_KEY!r}.encode()
 
@@ -70,7 +72,7 @@ async def hook(request):
 
 app = web.Application()
 app.router.add_post("/hooks/ceiling", hook)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, loop=uvloop.new_event_loop())
 """
 
 
@@ -114,7 +116,7 @@ async def drive(
 
 
 @asynccontextmanager
-async def workers(service: Service, count: int) -> AsyncIterator[None]:
+async def workers(service: Service, count: int) -> AsyncIterator[list[int]]:
     env = {**os.environ, "REDIS_URL": REDIS_URL, "BACKEND_SECRETS_API_URL": service.base_url,
            "BACKEND_SECRETS_STREAM_PREFIX": service.prefix, "BACKEND_SECRETS_LOG_LEVEL": "WARNING"}  # fmt: skip
     procs = [
@@ -124,7 +126,7 @@ async def workers(service: Service, count: int) -> AsyncIterator[None]:
     ]  # fmt: skip
     try:
         await asyncio.sleep(1.5)  # connected and in the consumer group
-        yield
+        yield [proc.pid for proc in procs]
     finally:
         for proc in procs:
             await stop_process(proc)
@@ -146,18 +148,18 @@ def _unix(stamp: str) -> float:
 
 
 async def timeline(service: Service, project: Project, sent: list[Sent]) -> dict[str, float]:
-    """p50 of each leg, in ms, from the records of the last executions sent: queued (sent ->
-    created), picked up (created -> claimed), ran (claimed -> result recorded), answered (-> reply)."""
-    legs: dict[str, list[float]] = {"queued": [], "picked_up": [], "ran": [], "answered": []}
+    """p50 of each leg, in ms, from the records of the last executions sent: to the worker (sent ->
+    the worker starts it: the service, the queue, the consumer group), ran (the nodes, masking),
+    answered (the result's hand-over, the service reading it, the reply reaching the sender). The
+    execution row is written beside the queueing, so its `created_at` marks no leg."""
+    legs: dict[str, list[float]] = {"to_worker": [], "ran": [], "answered": []}
     async with aiohttp.ClientSession() as session:
         for sent_at, answered_at, execution_id in sent[-TIMELINE_SAMPLES:]:
             url = f"{service.base_url}/api/projects/{project.id}/executions/{execution_id}"
             async with session.get(url, headers=project.dashboard) as response:
                 record = await response.json()
-            created, started, finished = (_unix(record[k]) for k in ("created_at", "started_at", "finished_at"))
-            for leg, seconds in zip(
-                legs, (created - sent_at, started - created, finished - started, answered_at - finished), strict=True
-            ):
+            started, finished = _unix(record["started_at"]), _unix(record["finished_at"])
+            for leg, seconds in zip(legs, (started - sent_at, finished - started, answered_at - finished), strict=True):
                 legs[leg].append(seconds * 1000)
     return {leg: statistics.median(values) for leg, values in legs.items() if values}
 
@@ -173,11 +175,19 @@ async def engine_runs(service: Service) -> dict[int, dict[str, object]]:
     runs: dict[int, dict[str, object]] = {}
     for count in (1, 2):
         sent: list[Sent] = []
-        async with workers(service, count):
+        async with workers(service, count) as worker_pids:
+            cpu_before = [process_cpu_s(pid) for pid in (service.pid, *worker_pids)]
             per_s, _, errors = await drive(url, THROUGHPUT_CLIENTS, WINDOW_S)
+            cpu_used = [
+                process_cpu_s(pid) - before for pid, before in zip((service.pid, *worker_pids), cpu_before, strict=True)
+            ]
             _, latencies, lat_errors = await drive(url, MODERATE_CLIENTS, WINDOW_S, sent)
+        executions = per_s * WINDOW_S + 1e-9  # the warm-up's executions are in the CPU time too: an upper bound
         runs[count] = {"per_s": per_s, "latency_ms": summary(latencies), "errors": errors + lat_errors,
-                       "timeline_p50_ms": await timeline(service, project, sent)}  # fmt: skip
+                       "timeline_p50_ms": await timeline(service, project, sent),
+                       "cpu_ms_per_execution_32_senders": {
+                           "service": round(cpu_used[0] * 1000 / executions, 3),
+                           "workers": round(sum(cpu_used[1:]) * 1000 / executions, 3)}}  # fmt: skip
     return runs
 
 
@@ -217,6 +227,7 @@ async def main() -> None:
     for count, run in runs.items():
         legs = ", ".join(f"{leg} {ms:.2f}" for leg, ms in run["timeline_p50_ms"].items())  # type: ignore[attr-defined]
         print(f"  timeline p50 (ms), {count} worker(s), {MODERATE_CLIENTS} senders: {legs}")
+        print(f"  CPU ms per execution, {count} worker(s): {run['cpu_ms_per_execution_32_senders']}")
     print(f"  load average: {load_at_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -1,7 +1,8 @@
 """The engine endpoint's answer (`GET /api/engine/{p}/secrets`): ciphertexts, never plaintext.
 
 `data_key` is the project's Fernet key, so that the worker can decrypt values itself, at the
-moment an execution reads them; the master keys never leave the service.
+moment an execution reads them; the master keys never leave the service. An engine delta is one
+change to that answer, without the key (`EngineDelta`).
 """
 
 from typing import Final
@@ -40,5 +41,25 @@ class EngineSnapshot(msgspec.Struct, frozen=True, kw_only=True):
         return f"EngineSnapshot(project={self.project!r}, revision={self.revision}, secrets={len(self.secrets)})"
 
 
+class EngineDelta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One change to a project's engine snapshot, fully known when it committed: the relay leaves
+    it in Redis beside its change event for a minute (service.relay), so a worker holding the
+    snapshot of the revision before patches it instead of fetching the whole snapshot again.
+    Ciphertext only, never the project key: it opens nothing without the engine endpoint.
+
+    `secret`: what a `secret.put` wrote, as the engine endpoint shows it (its overlap included).
+    """
+
+    project: str
+    revision: int
+    secret: EngineSecret | None = None
+
+    def __repr__(self) -> str:  # no ciphertext in a log line either
+        name, version = (self.secret.name, self.secret.version) if self.secret else (None, None)
+        return f"EngineDelta(project={self.project!r}, revision={self.revision}, name={name!r}, version={version})"
+
+
 snapshot_encoder: Final = msgspec.json.Encoder()
 snapshot_decoder: Final = msgspec.json.Decoder(EngineSnapshot)
+delta_encoder: Final = msgspec.json.Encoder()
+delta_decoder: Final = msgspec.json.Decoder(EngineDelta)

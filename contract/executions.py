@@ -1,16 +1,20 @@
-"""Executions: the request the service puts on the executions stream, and the result a worker reports.
+"""Executions: the request the service puts on the executions stream, and what a worker reports.
 
 Flow (one service, many workers):
 1. The service records an execution (status "queued"), mints a grant for it, and XADDs an
    `ExecutionRequest` to `<prefix>:executions` (field `m`).
-2. A worker reads it through the consumer group `EXECUTIONS_GROUP`, then
-   `POST /api/engine/{p}/executions/{id}/claim` (Bearer grant) -> 200 `ClaimReply`, or 409 when
-   the execution already finished (the worker acks and skips it).
-3. It runs the nodes, reading secrets with the grant (`GET /api/engine/{p}/secrets`).
-4. `POST /api/engine/{p}/executions/{id}/result` (Bearer grant, body `ExecutionResult`, already
-   masked) -> 200 recorded, or 409 when a result was recorded before (first result wins). Only
-   then does the worker XACK. A message left pending by a dead worker is reclaimed (XAUTOCLAIM)
-   by another after `RECLAIM_AFTER_MS`, which claims again (the attempt grows).
+2. A worker reads it through the consumer group `EXECUTIONS_GROUP` and runs its nodes, reading
+   secrets with the grant (`GET /api/engine/{p}/secrets`). An execution still running after
+   `STARTED_NOTICE_S` is reported `StartedReport` (the record says "running").
+3. It hands the masked `ExecutionResult` over as a `ResultReport`: one MULTI adds it to
+   `<prefix>:results` and XACKs the request, so a result is never lost between the two. The
+   service reads the results stream through the group `RESULTS_GROUP`, records each result (the
+   first one wins), answers the caller waiting for it, and only then XACKs the report.
+4. A message left pending by a dead worker is reclaimed (XAUTOCLAIM) by another after
+   `RECLAIM_AFTER_MS`. A reclaimed execution is claimed first over HTTP
+   (`POST /api/engine/{p}/executions/{id}/claim`, Bearer grant): 200 `ClaimReply` with the attempt,
+   or 409 when it already finished (the worker acks and skips it). Workers of other make may also
+   report over HTTP (`POST .../result`, Bearer grant, body `ExecutionResult`).
 The grant is scoped to the project and expires with the execution.
 """
 
@@ -19,6 +23,12 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 EXECUTIONS_GROUP: Final = "workers"
+RESULTS_GROUP: Final = "service"
+# A Unix time a worker reports (0: not given): bounded, as the service turns it into RFC 3339.
+UnixTime = Annotated[float, msgspec.Meta(ge=0, le=253402300799)]  # up to 9999-12-31T23:59:59Z
+Attempt = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]  # stored as an SQLite INTEGER
+RESULTS_MAXLEN: Final = 100_000  # reports the service has not read yet are far fewer
+STARTED_NOTICE_S: Final = 0.2  # shorter executions go straight from "queued" to their result
 FIELD_MESSAGE: Final = b"m"
 RECLAIM_AFTER_MS: Final = 15_000
 GRANT_PREFIX: Final = "bsg_"
@@ -96,12 +106,35 @@ class ExecutionResult(msgspec.Struct, frozen=True, kw_only=True):
     response: HttpReply | None = None
     error: ErrorInfo | None = None
     worker: str = ""
-    attempt: int = 1
-    started_at: float = 0.0
-    finished_at: float = 0.0
+    attempt: Attempt = 1
+    started_at: UnixTime = 0.0
+    finished_at: UnixTime = 0.0
     reads: list[SecretRead] = msgspec.field(default_factory=list)
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """A worker's report on one execution, authenticated by the execution's grant."""
+
+    id: str
+    project: str
+    grant: str
+
+    def __repr__(self) -> str:  # the grant is a credential: never in a log line
+        return f"{type(self).__name__}(id={self.id!r}, project={self.project!r})"
+
+
+class StartedReport(Report, frozen=True, kw_only=True, tag="started"):
+    worker: str = ""
+    attempt: Attempt = 1
+    started_at: UnixTime = 0.0
+
+
+class ResultReport(Report, frozen=True, kw_only=True, tag="result"):
+    result: ExecutionResult
 
 
 request_encoder: Final = msgspec.json.Encoder()
 request_decoder: Final = msgspec.json.Decoder(ExecutionRequest)
 result_decoder: Final = msgspec.json.Decoder(ExecutionResult)
+report_encoder: Final = msgspec.json.Encoder()
+report_decoder: Final = msgspec.json.Decoder(StartedReport | ResultReport)

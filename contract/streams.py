@@ -7,7 +7,7 @@ DEFAULT_PREFIX = "backend-secrets"
 
 @dataclass(frozen=True, slots=True)
 class Streams:
-    """Stream names under one configurable prefix, so tests and tenants can keep apart."""
+    """Key names (streams, engine deltas) under one configurable prefix, so tests and tenants keep apart."""
 
     prefix: str = DEFAULT_PREFIX
 
@@ -18,6 +18,21 @@ class Streams:
     @property
     def executions(self) -> str:
         return f"{self.prefix}:executions"
+
+    @property
+    def results(self) -> str:
+        """Workers' reports on executions (started, finished), read by the service."""
+        return f"{self.prefix}:results"
+
+    def engine_delta(self, origin: str, seq: int) -> str:
+        """The engine delta (contract.engine.EngineDelta) of event `seq` of database `origin`:
+        a string key that expires a minute after its event was published (service.relay)."""
+        return f"{self.prefix}:engine-delta:{origin}:{seq}"
+
+    @classmethod
+    def around(cls, events: str) -> "Streams":
+        """The names that sit beside the events stream `events`, for code handed that name alone."""
+        return cls(events.removesuffix(":events"))
 
 
 # Stream entry field names.

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from contract.config import ConfigError, current_environ
 from contract.logs import configure_logging
+from contract.loops import new_event_loop
 from service.app import create_app
 from service.settings import Settings
 
@@ -22,7 +23,14 @@ def main() -> int:
         return 2
     log.info("serving on http://%s:%d", settings.host, settings.port)
     # print=None: aiohttp's banner is not a log line; the one above says the same.
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        loop=new_event_loop(),
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ import os
 import secrets as random
 import signal
 from collections.abc import AsyncIterator
+from functools import partial
 
 import aiosqlite
 import redis.asyncio as redis
@@ -28,6 +29,8 @@ from service.metrics import ServiceMetrics
 from service.observability import metrics_ctx, observe_middleware
 from service.refusals import RefusalLimiter, refusals_middleware
 from service.relay import OutboxRelay
+from service.results import ResultsReader, results_client
+from service.revisions import ProjectRevisions
 from service.routes import (
     audit,
     credentials,
@@ -46,10 +49,24 @@ from service.routes import (
 )
 from service.sessions import CookieSessions
 from service.settings import Settings
-from service.state import AUTH, DISPATCH, KEYRING, METRICS, ORIGIN, READER, REDIS, RELAY, SETTINGS, WRITER
+from service.state import (
+    AUTH,
+    DISPATCH,
+    KEYRING,
+    METRICS,
+    ORIGIN,
+    READER,
+    REDIS,
+    RELAY,
+    REVISIONS,
+    SETTINGS,
+    WORKFLOWS,
+    WRITER,
+)
 from service.store.db import connect
 from service.store.migrations import migrate
-from service.store.writer import Writer, flush_cleanup
+from service.store.writer import OutboxEntry, Writer, flush_cleanup
+from service.workflow_cache import WorkflowCache
 
 log = logging.getLogger("service")
 CLEANUP_IDLE_S = 1.0
@@ -75,14 +92,23 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     reader = await connect(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms, readonly=True)
     app[READER] = reader
     app[AUTH] = Authenticator(reader, settings.admin_token, CookieSessions(reader))
+    app[WORKFLOWS] = WorkflowCache(reader)
+    app[REVISIONS] = ProjectRevisions(reader)
     app[WRITER] = Writer(
         settings.db_path,
-        on_commit=lambda entries: app[RELAY].committed(entries),
+        on_commit=partial(_committed, app),
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         on_crash=_stop_after_crash,
     )
     yield
     await reader.close()
+
+
+def _committed(app: web.Application, entries: list[OutboxEntry]) -> None:
+    """On the event loop, right after a commit and before its writes are answered."""
+    app[WORKFLOWS].committed(entries)  # first: a webhook after a save's 2xx runs what was saved
+    app[REVISIONS].committed(entries)  # and is stamped with the revision that save made
+    app[RELAY].committed(entries)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -145,12 +171,20 @@ async def _drain(app: web.Application, timeout_s: float = 2.0) -> None:
 
 
 async def dispatch_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Executions are queued through a Redis client of their own that fails fast (see service.dispatch)."""
-    settings = app[SETTINGS]
-    client = queue_client(settings.redis_url)
-    app[DISPATCH] = Dispatcher(client, app[WRITER], settings, Streams(settings.stream_prefix).executions)
+    """Executions are queued through a Redis client of their own that fails fast (see
+    service.dispatch); workers' reports come back on the results stream (see service.results)."""
+    settings, streams = app[SETTINGS], Streams(app[SETTINGS].stream_prefix)
+    client, reports_client = queue_client(settings.redis_url), results_client(settings.redis_url)
+    dispatcher = app[DISPATCH] = Dispatcher(
+        client, app[WRITER], app[REVISIONS], app[AUTH], settings, streams.executions
+    )
+    reader = ResultsReader(reports_client, streams.results, app[WRITER], dispatcher)
+    task = asyncio.create_task(reader.run(), name="results-reader")
+    task.add_done_callback(_stop_if_crashed)
     yield
+    await cancel_and_wait(task)
     await client.aclose()
+    await reports_client.aclose()
 
 
 def create_app(settings: Settings) -> web.Application:

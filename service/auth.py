@@ -19,7 +19,7 @@ from contract.config import Secret
 from contract.executions import GRANT_PREFIX
 from service.actor import CURRENT, Actor
 from service.errors import Forbidden, NotFound, Unauthorized
-from service.store.executions import find_grant
+from service.store.executions import GrantRow, find_grant
 from service.store.projects import NewToken, find_token
 
 
@@ -73,6 +73,16 @@ class Authenticator:
         self._admin_hash = hash_token(admin_token.reveal()) if admin_token else None
         self._known: dict[bytes, Principal] = {}
         self._sessions = sessions
+        # Grants minted here whose execution row is not committed yet: the request is queued while
+        # the row is written, and a worker may ask for secrets before the row is there.
+        self._minted: dict[bytes, GrantRow] = {}
+
+    def minted(self, grant_hash: bytes, execution_id: str, project_id: str) -> None:
+        self._minted[grant_hash] = GrantRow(execution_id=execution_id, project_id=project_id, live=True)
+
+    def written(self, grant_hash: bytes) -> None:
+        """The grant's row is committed (or will never be): the database answers from now on."""
+        self._minted.pop(grant_hash, None)
 
     async def principal(self, request: web.Request) -> Principal:
         if self._sessions is not None and "Authorization" not in request.headers:
@@ -128,7 +138,8 @@ class Authenticator:
         token = bearer_token(request)
         if not token.startswith(GRANT_PREFIX):
             return await self.require(request, Scope.ENGINE, project_id)
-        grant = await find_grant(self._reader, hash_token(token))
+        grant_hash = hash_token(token)
+        grant = self._minted.get(grant_hash) or await find_grant(self._reader, grant_hash)
         if grant is None:
             raise Unauthorized("unknown token", code="invalid_token")
         CURRENT.set(Actor(Scope.ENGINE.value, f"grant:{grant.execution_id}"))

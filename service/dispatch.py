@@ -1,29 +1,44 @@
 """Starting executions: record one with its grant, XADD its request, wait in-process for its result.
 
-The service is one process, so a caller's wait is a future keyed by execution id, resolved by
-the result route right after the writer records the result. The Redis client here is its own,
-with short socket timeouts, no retries and a hard deadline around each XADD: while Redis is
-down a request fails within about a second with 503 `queue_unavailable`, and the event loop
-is never held up.
+The service is one process, so a caller's wait is a future keyed by execution id, resolved
+right after the writer records the result (service.results reads them from the results stream).
+Requests go out in batches (contract.redis_batch) on a Redis client of their own, with short
+socket timeouts, no retries and a hard deadline around each XADD: while Redis is down a request
+fails within about a second with 503 `queue_unavailable`, and the event loop is never held up.
 """
 
 import asyncio
+import contextlib
+import hmac
 import logging
 import math
 import secrets as random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 import msgspec
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from contract.executions import FIELD_MESSAGE, GRANT_PREFIX, ExecutionInput, ExecutionRequest, request_encoder
-from service.auth import hash_token
-from service.errors import ApiError, ServiceUnavailable
+from contract.executions import (
+    FIELD_MESSAGE,
+    GRANT_PREFIX,
+    ExecutionInput,
+    ExecutionRequest,
+    ExecutionResult,
+    request_encoder,
+)
+from contract.redis_batch import PipelineBatcher
+from service.auth import Authenticator, hash_token
+from service.errors import ApiError, NotFound, ServiceUnavailable
+from service.revisions import ProjectRevisions
 from service.settings import Settings
 from service.store.executions import (
     TIMEOUT_CODE,
@@ -34,13 +49,18 @@ from service.store.executions import (
     create_execution,
     finish_unrun,
     maintain_executions,
+    new_execution_id,
 )
-from service.store.workflows import StoredWorkflow, definition_dict
 from service.store.writer import Writer
+from service.workflow_cache import RunnableWorkflow
 
 log = logging.getLogger("service.dispatch")
 
 QUEUE_TIMEOUT_S: Final = 1.0
+SETTLE_TIMEOUT_S: Final = 1.0
+
+# What a webhook is answered from: the reported result, or the record when that came first.
+Outcome = ExecutionRecord | ExecutionResult
 UPKEEP_INTERVAL_S: Final = 1.0
 
 
@@ -62,10 +82,17 @@ def queue_client(redis_url: str) -> redis.Redis:
     )
 
 
-def mint_grant() -> tuple[str, bytes]:
-    """A grant for one execution, and the hash that is all the database keeps of it."""
-    grant = GRANT_PREFIX + random.token_urlsafe(32)
-    return grant, hash_token(grant)
+def mint_grant() -> str:
+    """A grant for one execution; the database keeps only its hash."""
+    return GRANT_PREFIX + random.token_urlsafe(32)
+
+
+def _log_upkeep_failure(done: "asyncio.Future[None]") -> None:
+    exc = None if done.cancelled() else done.exception()
+    if isinstance(exc, ApiError):  # bookkeeping: the next pass tries again
+        log.warning("execution retention pass failed: %s", exc.message)
+    elif exc is not None:
+        log.error("execution retention pass failed", exc_info=exc)
 
 
 class UpkeepPass(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,101 +137,185 @@ class Upkeep:
 
 
 class Dispatcher:
-    def __init__(self, client: redis.Redis, writer: Writer, settings: Settings, stream: str) -> None:
-        self._redis = client
-        self._writer = writer
-        self._stream = stream
-        self._maxlen = settings.executions_maxlen
+    def __init__(
+        self,
+        client: redis.Redis,
+        writer: Writer,
+        revisions: ProjectRevisions,
+        grants: Authenticator,
+        settings: Settings,
+        stream: str,
+    ) -> None:
+        self._queue = PipelineBatcher(client, transaction=False, timeout_s=QUEUE_TIMEOUT_S)
+        self._stream, self._maxlen = stream, settings.executions_maxlen
+        self._writer, self._revisions, self._grants = writer, revisions, grants
         self._timeout_s = settings.hook_timeout_s
         self._grace_s = settings.grant_grace_s
         self._retention = Retention(keep=settings.executions_keep, max_age_s=settings.executions_max_age_s)
         self._upkeep = Upkeep(self._retention)
-        self._waiters: dict[str, asyncio.Future[ExecutionRecord]] = {}
+        self._waiters: dict[str, _Waiter] = {}
+        self._recording: dict[str, tuple[str, asyncio.Event]] = {}  # execution id -> (project, committed)
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
     async def execute(
-        self, project: str, workflow: StoredWorkflow, data: ExecutionInput, *, wait: bool = True
+        self, project: str, workflow: RunnableWorkflow, data: ExecutionInput, *, wait: bool = True
     ) -> ExecutionRecord:
         """The finished record; with `wait=False` the queued one. Raises ExecutionTimeout (504)
         after `hook_timeout_s` and QueueUnavailable (503) when the request cannot be queued."""
-        grant, grant_hash = mint_grant()
-        deadline = time.time() + self._timeout_s
-        new = NewExecution(
-            project=project,
-            workflow=workflow.meta.name,
-            workflow_version=workflow.meta.version,
-            grant_hash=grant_hash,
-            grant_expires=deadline + self._grace_s,
-        )
-        created = await self._create(project, new)
-        record = created.record
-        request = ExecutionRequest(
-            id=record.id,
-            project=project,
-            workflow=workflow.meta.name,
-            workflow_version=workflow.meta.version,
-            definition=definition_dict(workflow),
-            input=data,
-            grant=grant,
-            deadline=deadline,
-            revision=created.revision,
-        )
-        future: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
-        self._waiters[record.id] = future
-        try:
-            await self._enqueue(request)
+        async with self._started(project, workflow, data) as (request, waiter, record):
             if not wait:
                 return record
-            return await self._wait(record.id, future, deadline)
-        finally:
-            self._waiters.pop(record.id, None)
+            outcome = await self._wait(request, {waiter.recorded})
+            assert isinstance(outcome, ExecutionRecord)
+            return outcome
 
-    async def _create(self, project: str, new: NewExecution) -> CreatedExecution:
-        """Record the execution; a due upkeep pass is submitted right after it, so it shares its
-        batch (after the INSERT) and is committed when this returns."""
-        create = self._writer.submit(create_execution(new), durable=False)
-        due = self._upkeep.due(project)
-        if due is None:
-            return await create
-        created, _ = await asyncio.gather(create, self._run_upkeep(due))
-        return created
+    async def answer(self, project: str, workflow: RunnableWorkflow, data: ExecutionInput) -> tuple[str, Outcome]:
+        """For a webhook: the result as soon as a worker reports it, while its record is written
+        (reads of the record wait for that: see `settled`). Raises as `execute` does."""
+        async with self._started(project, workflow, data) as (request, waiter, _record):
+            return request.id, await self._wait(request, {waiter.reported, waiter.recorded})
 
-    async def _run_upkeep(self, due: UpkeepPass) -> None:
-        upkeep = maintain_executions(due.prune, self._retention, time_out=due.time_out)
+    @asynccontextmanager
+    async def _started(
+        self, project: str, workflow: RunnableWorkflow, data: ExecutionInput
+    ) -> AsyncIterator[tuple[ExecutionRequest, "_Waiter", ExecutionRecord]]:
+        revision = await self._revisions.current(project)
+        if revision is None:
+            raise NotFound("no such project", code="project_not_found")
+        request = self._request(project, workflow, data, revision)
+        waiter = self._waiters[request.id] = _Waiter(hash_token(request.grant))
         try:
-            await self._writer.submit(upkeep, durable=False)
-        except ApiError as exc:  # bookkeeping: the next pass tries again
-            log.warning("execution retention pass failed: %s", exc.message)
+            yield request, waiter, await self._create_and_enqueue(request, waiter.grant_hash)
+        finally:
+            self._waiters.pop(request.id, None)
+
+    def _request(
+        self, project: str, workflow: RunnableWorkflow, data: ExecutionInput, revision: int
+    ) -> ExecutionRequest:
+        meta = workflow.stored.meta
+        return ExecutionRequest(
+            id=new_execution_id(),
+            project=project,
+            workflow=meta.name,
+            workflow_version=meta.version,
+            definition=workflow.definition,
+            input=data,
+            grant=mint_grant(),
+            deadline=time.time() + self._timeout_s,
+            revision=revision,
+        )
+
+    async def _create_and_enqueue(self, request: ExecutionRequest, grant_hash: bytes) -> ExecutionRecord:
+        """The row is queued to the writer before the request goes to Redis, so it is committed
+        before any result for it (the writer runs operations in order); the two overlap."""
+        creating = self._create(request, grant_hash)
+        try:
+            await self._enqueue(request)
+        finally:
+            created = await creating  # its error, if any, is the one to answer
+        return created.record
+
+    def _create(self, request: ExecutionRequest, grant_hash: bytes) -> "asyncio.Future[CreatedExecution]":
+        """Record the execution; a due upkeep pass is queued right after it (same batch, after the
+        INSERT), and nobody waits for it."""
+        new = NewExecution(
+            id=request.id,
+            project=request.project,
+            workflow=request.workflow,
+            workflow_version=request.workflow_version,
+            grant_hash=grant_hash,
+            grant_expires=request.deadline + self._grace_s,
+        )
+        self._grants.minted(grant_hash, request.id, request.project)
+        creating = self._writer.submit_nowait(create_execution(new), durable=False)
+        creating.add_done_callback(lambda _: self._grants.written(grant_hash))
+        due = self._upkeep.due(request.project)
+        if due is not None:
+            upkeep = maintain_executions(due.prune, self._retention, time_out=due.time_out)
+            self._writer.submit_nowait(upkeep, durable=False).add_done_callback(_log_upkeep_failure)
+        return creating
+
+    def reported(self, execution_id: str, grant_hash: bytes, result: ExecutionResult) -> None:
+        """A worker reported a result with the execution's grant: a webhook waiting for it is
+        answered now, before the record is written."""
+        waiter = self._waiters.get(execution_id)
+        if waiter is not None and hmac.compare_digest(waiter.grant_hash, grant_hash):
+            _answer(waiter.reported, result)
 
     def resolve(self, record: ExecutionRecord) -> None:
         """Called once a result is recorded: the caller waiting for it (if any) gets the record."""
-        future = self._waiters.get(record.id)
-        if future is not None and not future.done():
-            future.set_result(record)
+        waiter = self._waiters.get(record.id)
+        if waiter is not None:
+            _answer(waiter.recorded, record)
+
+    @contextmanager
+    def recording(self, execution_id: str, project: str) -> Iterator[None]:
+        """Around the write of a reported result: reads of that execution wait for it."""
+        committed = asyncio.Event()
+        self._recording[execution_id] = (project, committed)
+        try:
+            yield
+        finally:
+            committed.set()
+            if self._recording.get(execution_id, (None, committed))[1] is committed:
+                del self._recording[execution_id]
+
+    async def settled(self, project: str, execution_id: str | None = None) -> None:
+        """Wait (briefly) for results of `project` reported but not yet written, so a caller that
+        was answered reads the record of its answer."""
+        pending = [
+            committed.wait()
+            for key, (owner, committed) in list(self._recording.items())
+            if owner == project and execution_id in (None, key)
+        ]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                    await asyncio.gather(*pending)
 
     async def _enqueue(self, request: ExecutionRequest) -> None:
-        fields: Any = {FIELD_MESSAGE: request_encoder.encode(request)}
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT_S):
-                await self._redis.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
+                await self._queue.run(partial(self._add_request, request_encoder.encode(request)))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("execution %s not queued: executions stream unavailable (%s)", request.id, type(exc).__name__)
             message = "the execution queue is unavailable; try again shortly"
             await self._writer.submit(finish_unrun(request.id, "failed", "queue_unavailable", message))
             raise QueueUnavailable(message) from None
 
-    async def _wait(
-        self, execution_id: str, future: asyncio.Future[ExecutionRecord], deadline: float
-    ) -> ExecutionRecord:
-        try:
-            return await asyncio.wait_for(future, timeout=max(0.0, deadline - time.time()))
-        except TimeoutError:
-            pass
+    def _add_request(self, message: bytes, pipe: Pipeline) -> None:
+        fields: Any = {FIELD_MESSAGE: message}
+        pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
+
+    async def _wait(self, request: ExecutionRequest, answers: "set[asyncio.Future[Any]]") -> Outcome:
+        timeout_s = max(0.0, request.deadline - time.time())
+        done, _ = await asyncio.wait(answers, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if done:
+            outcome: Outcome = next(iter(done)).result()
+            return outcome
         message = f"the workflow did not finish within {self._timeout_s:g} s"
-        final = await self._writer.submit(finish_unrun(execution_id, "timed_out", TIMEOUT_CODE, message))
+        final = await self._writer.submit(finish_unrun(request.id, "timed_out", TIMEOUT_CODE, message))
         if final.status == "timed_out":  # else a result was recorded at the last moment: it wins
-            raise ExecutionTimeout(execution_id, self._timeout_s)
+            raise ExecutionTimeout(request.id, self._timeout_s)
         return final
+
+
+def _future() -> "asyncio.Future[Any]":
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A caller waiting for one execution: its result as reported, and its record once written."""
+
+    grant_hash: bytes
+    reported: "asyncio.Future[ExecutionResult]" = field(default_factory=_future)
+    recorded: "asyncio.Future[ExecutionRecord]" = field(default_factory=_future)
+
+
+def _answer(future: "asyncio.Future[Any]", outcome: Any) -> None:
+    if not future.done():
+        future.set_result(outcome)

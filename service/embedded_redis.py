@@ -7,7 +7,9 @@ streams to MAXLEN exactly (the relay asks for `~`), and a blocked XREAD wakes wi
 """
 
 import threading
+from socketserver import StreamRequestHandler
 from types import TracebackType
+from typing import cast
 
 from fakeredis import TcpFakeServer
 
@@ -20,6 +22,10 @@ class EmbeddedRedis:
 
     def __init__(self, port: int = 0) -> None:
         self._server = TcpFakeServer((LOOPBACK, port))
+        # It writes each reply of a pipeline on its own: with Nagle's algorithm on, the second one waits
+        # for the client's delayed ACK (~40 ms), so a relay round of SET + XADD would take that long.
+        handler = cast(type[StreamRequestHandler], self._server.RequestHandlerClass)
+        self._server.RequestHandlerClass = type("NoDelayHandler", (handler,), {"disable_nagle_algorithm": True})
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, name="embedded-redis"
         )

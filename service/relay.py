@@ -4,6 +4,11 @@ The writer hands each committed batch over in memory, so the happy path publishe
 the commit with no polling delay. Rows not yet published at start-up are read from the outbox.
 While Redis is down the relay keeps its queue and retries with backoff; before each publish
 after a failure it reads the stream's newest entry, so what already went out is not sent twice.
+
+An entry that carries an engine delta (a `secret.put`'s new ciphertext) has it SET under
+`<prefix>:engine-delta:<origin>:<seq>` for a minute, in the same pipeline just before its XADD:
+Redis runs one connection's commands in order, so the key exists before any reader sees the
+event. Workers patch their snapshot from it (worker.listener); it holds ciphertext, never a key.
 """
 
 import asyncio
@@ -14,16 +19,19 @@ from typing import cast
 
 import aiosqlite
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from contract.events import summary_fields
-from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ
+from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ, Streams
 from service.store.writer import OutboxEntry
 
 log = logging.getLogger("service.relay")
 
 MAX_PER_ROUND = 500
+DELTA_TTL_MS = 60_000  # ample for a listener that follows the stream; a later one fetches instead
+DELTA_MAX_BYTES = 16_384  # a bigger value goes by fetch, so bursts of big values cannot fill Redis
 BACKOFF_START_S = 0.05
 BACKOFF_MAX_S = 2.0
 
@@ -39,7 +47,8 @@ class OutboxRelay:
     ) -> None:
         self._redis = client
         self._stream = stream
-        self._origin = origin.encode()
+        self._keys = Streams.around(stream)
+        self._origin_name, self._origin = origin, origin.encode()
         self._maxlen = maxlen
         self._on_published = on_published
         self._pending: deque[OutboxEntry] = deque()
@@ -93,7 +102,7 @@ class OutboxRelay:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry in batch:
-                pipe.xadd(self._stream, self._fields(entry), maxlen=self._maxlen, approximate=True)
+                self._queue(pipe, entry)
             await pipe.execute()
         for _ in batch:
             self._pending.popleft()
@@ -102,6 +111,12 @@ class OutboxRelay:
         if not self.connected:
             log.info("relay: publishing to %s", self._stream)
             self.connected = True
+
+    def _queue(self, pipe: Pipeline, entry: OutboxEntry) -> None:
+        """The entry's engine delta first, so it is readable by the time its event is."""
+        if entry.delta is not None and len(entry.delta) <= DELTA_MAX_BYTES:
+            pipe.set(self._keys.engine_delta(self._origin_name, entry.seq), entry.delta, px=DELTA_TTL_MS)
+        pipe.xadd(self._stream, self._fields(entry), maxlen=self._maxlen, approximate=True)
 
     def _fields(self, entry: OutboxEntry) -> dict[FieldT, EncodableT]:
         fields: dict[FieldT, EncodableT] = {key: value for key, value in summary_fields(entry.payload).items()}

@@ -9,8 +9,10 @@ from service.dispatch import Dispatcher
 from service.keyring import KeyRing
 from service.metrics import ServiceMetrics
 from service.relay import OutboxRelay
+from service.revisions import ProjectRevisions
 from service.settings import Settings
 from service.store.writer import Writer
+from service.workflow_cache import WorkflowCache
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYRING = web.AppKey("keyring", KeyRing)
@@ -22,3 +24,5 @@ AUTH = web.AppKey("auth", Authenticator)
 ORIGIN = web.AppKey("origin", str)
 DISPATCH = web.AppKey("dispatch", Dispatcher)
 METRICS = web.AppKey("metrics", ServiceMetrics)
+WORKFLOWS = web.AppKey("workflows", WorkflowCache)
+REVISIONS = web.AppKey("revisions", ProjectRevisions)

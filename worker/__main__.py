@@ -5,6 +5,7 @@ import logging
 import signal
 import sys
 
+from contract import loops
 from contract.config import ConfigError, current_environ
 from contract.logs import configure_logging
 from worker import healthcheck
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"backend-secrets worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings))
+    loops.run(serve(settings))
     return 0
 
 

@@ -77,9 +77,11 @@ class ExecutionApi:
         self._api_url = api_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def claim(self, request: ExecutionRequest, worker: str) -> ClaimReply:
-        """Raises ExecutionFinished (409), ExecutionUnknown (the service's 401/404) or EngineApiError."""
-        body = await self._post(request, "claim", _encoder.encode({"worker": worker}), unknown_is_final=True)
+    async def claim(self, request: ExecutionRequest, worker: str, *, redelivered: bool = True) -> ClaimReply:
+        """Raises ExecutionFinished (409), ExecutionUnknown (the service's 401/404) or EngineApiError.
+        The worker claims only messages it reclaimed from another worker: `redelivered`."""
+        payload = _encoder.encode({"worker": worker, "redelivered": redelivered})
+        body = await self._post(request, "claim", payload, unknown_is_final=True)
         return _claim_decoder.decode(body)
 
     async def record(self, request: ExecutionRequest, result: ExecutionResult) -> None:

@@ -5,23 +5,28 @@ cannot be sure it saw every event (a reconnect, a sequence gap, events of anothe
 it drops everything it caches, because it cannot know what changed.
 
 The listener has its own connection, with retries off: a failure must reach this loop so the
-caches are dropped, and the blocking read stays well under the socket timeout.
+caches are dropped, and the blocking read stays well under the socket timeout. A second one,
+with short timeouts, reads the engine deltas the relay leaves beside `secret.put` events
+(service.relay), so the cache patches a snapshot instead of fetching it again (worker.snapshots).
 """
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import cast
 
+import msgspec
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from contract.events import ChangeEvent, ProjectDeleted, UnknownEvent, decode_event
-from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ
-from worker.snapshots import SnapshotCache
+from contract.engine import EngineDelta, delta_decoder
+from contract.events import ChangeEvent, SecretPut, UnknownEvent, decode_event
+from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ, Streams
+from worker.snapshots import LoadDelta, SnapshotCache
 
 log = logging.getLogger("worker.listener")
 
@@ -30,6 +35,7 @@ StreamReply = list[tuple[bytes, list[StreamEntry]]] | None
 
 BACKOFF_START_S = 0.05
 BACKOFF_MAX_S = 2.0
+DELTA_TIMEOUT_S = 0.5  # a delta slower than this is not worth waiting for: the fetch takes over
 
 
 def listener_client(redis_url: str, block_ms: int) -> redis.Redis:
@@ -41,12 +47,56 @@ def listener_client(redis_url: str, block_ms: int) -> redis.Redis:
     )
 
 
+def delta_client(redis_url: str) -> redis.Redis:
+    """For engine deltas: no retries and short timeouts, since a fetch is the fallback."""
+    return redis.Redis.from_url(
+        redis_url,
+        socket_connect_timeout=DELTA_TIMEOUT_S,
+        socket_timeout=DELTA_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class DeltaReader:
+    """Reads the engine delta of one event; None whenever it cannot (gone, garbled, Redis trouble)."""
+
+    def __init__(self, client: redis.Redis, streams: Streams) -> None:
+        self._redis = client
+        self._streams = streams
+
+    def loader(self, origin: bytes, seq: int) -> LoadDelta:
+        return functools.partial(self.load, origin.decode(errors="replace"), seq)
+
+    async def load(self, origin: str, seq: int) -> EngineDelta | None:
+        try:
+            payload = await self._redis.get(self._streams.engine_delta(origin, seq))
+        except (RedisError, OSError) as exc:
+            log.debug("engine delta %d unreadable (%s)", seq, type(exc).__name__)
+            return None
+        if payload is None:
+            return None
+        try:
+            return delta_decoder.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("engine delta %d is not one this worker reads; fetching instead", seq)
+            return None
+
+
 class ChangeListener:
-    def __init__(self, client: redis.Redis, stream: str, cache: SnapshotCache, *, block_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        cache: SnapshotCache,
+        *,
+        block_ms: int = 1000,
+        deltas: DeltaReader | None = None,
+    ) -> None:
         self._redis = client
         self._stream = stream
         self._cache = cache
         self._block_ms = block_ms
+        self.deltas = deltas  # None: every `secret.put` drops the snapshot, as before engine deltas
         self._last_id: bytes | None = None
         self._origin: bytes | None = None
         self._seq = 0
@@ -116,13 +166,10 @@ class ChangeListener:
         elif seq != self._seq + 1:
             self._cache.drop_all(f"missed events {self._seq + 1}..{seq - 1}")
         self._seq = seq
-        self._invalidate(decode_event(fields[FIELD_EVENT]))
+        self._apply_event(decode_event(fields[FIELD_EVENT]), origin, seq)
 
-    def _invalidate(self, event: ChangeEvent | UnknownEvent) -> None:
-        if isinstance(event, ProjectDeleted):
-            self._cache.forget(event.project)
-        else:
-            self._cache.invalidate(event.project, event.revision)
+    def _apply_event(self, event: ChangeEvent | UnknownEvent, origin: bytes | None, seq: int) -> None:
+        self._cache.apply(event, self._delta_loader(event, origin, seq))
         self.events_seen += 1
         self.last_lag_s = max(0.0, time.time() - event.committed_at) if event.committed_at else 0.0
         if self.observe_lag is not None and event.committed_at:
@@ -130,3 +177,9 @@ class ChangeListener:
         log.debug("%s %s revision %d", getattr(event, "type", type(event).__name__), event.project, event.revision)
         if self.on_event is not None:
             self.on_event(event)
+
+    def _delta_loader(self, event: ChangeEvent | UnknownEvent, origin: bytes | None, seq: int) -> LoadDelta | None:
+        """Only a `secret.put` leaves an engine delta to read."""
+        if not isinstance(event, SecretPut) or self.deltas is None or origin is None:
+            return None
+        return self.deltas.loader(origin, seq)

@@ -10,6 +10,7 @@ several workers on one machine need ports of their own to be scraped.
     backend_secrets_worker_events_seen_total          change events applied
     backend_secrets_worker_events_stream_connected    1 while the listener follows the stream
     backend_secrets_worker_cache_{hits,misses,evictions,invalidations,drops}_total
+    backend_secrets_worker_cache_{fetches,patches,deltas,delta_fallbacks}_total
     backend_secrets_worker_cache_projects             projects the snapshot cache holds
     backend_secrets_worker_executions_total{status}   executions run here, succeeded / failed / error
     backend_secrets_worker_execution_duration_seconds{status}   histogram
@@ -47,10 +48,14 @@ LAG_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CACHE_COUNTERS: Final = {
     "hits": "Executions that found their project's snapshot cached and current.",
-    "misses": "Snapshot reads that had to fetch from the engine endpoint.",
+    "misses": "Snapshot reads that found no current snapshot and waited for a fetch or a patch.",
     "evictions": "Projects pushed out of the bounded snapshot cache.",
     "invalidations": "Snapshots dropped because a change event announced a newer revision.",
     "drops": "Times every cached snapshot was dropped (stream lost, events missed, another database).",
+    "fetches": "Snapshots fetched from the engine endpoint.",
+    "patches": "Snapshots moved to a change event's revision without a fetch.",
+    "deltas": "Patches made from a secret.put's engine delta read from Redis.",
+    "delta_fallbacks": "Engine deltas missing or not matching their event, so fetched instead.",
 }
 Run = Callable[[ExecutionRequest, int], Awaitable[ExecutionResult]]
 

@@ -19,7 +19,7 @@ from worker.context import ExecutionContext
 from worker.engine_client import EngineClient, ExecutionApi
 from worker.errors import EngineError
 from worker.executor import Execution
-from worker.listener import ChangeListener, listener_client
+from worker.listener import ChangeListener, DeltaReader, delta_client, listener_client
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.snapshots import SnapshotCache
@@ -38,6 +38,7 @@ class Worker:
         self._run_executions = run_executions
         self._session: aiohttp.ClientSession | None = None
         self._listen_client = listener_client(settings.redis_url, settings.listen_block_ms)
+        self._delta_client = delta_client(settings.redis_url)  # engine deltas, beside the blocked XREAD
         self._queue_client = listener_client(settings.redis_url, settings.listen_block_ms)
         self._tasks: list[asyncio.Task[None]] = []
         self.cache: SnapshotCache | None = None
@@ -55,7 +56,11 @@ class Worker:
             miss_refresh_interval_s=settings.miss_refresh_interval_s,
         )
         self.listener = ChangeListener(
-            self._listen_client, streams.events, self.cache, block_ms=settings.listen_block_ms
+            self._listen_client,
+            streams.events,
+            self.cache,
+            block_ms=settings.listen_block_ms,
+            deltas=DeltaReader(self._delta_client, streams),
         )
         self.listener.observe_lag = self.metrics.propagation_lag.observe
         self._tasks.append(asyncio.create_task(self.listener.run(), name="change-listener"))
@@ -68,6 +73,7 @@ class Worker:
         self.consumer = ExecutionConsumer(
             self._queue_client,
             stream,
+            Streams(self.settings.stream_prefix).results,
             self.name,
             api,
             self.metrics.timed(self.run_execution),
@@ -107,6 +113,7 @@ class Worker:
             await cancel_and_wait(task)
         self._tasks.clear()
         await self._listen_client.aclose()
+        await self._delta_client.aclose()
         await self._queue_client.aclose()
         if self._session is not None:
             await self._session.close()

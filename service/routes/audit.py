@@ -15,7 +15,7 @@ from service.clock import parse_rfc3339
 from service.errors import InvalidField
 from service.openapi import Auth, describe
 from service.responses import json_response
-from service.state import AUTH, READER
+from service.state import AUTH, DISPATCH, READER
 from service.store.audit import AuditEntry, AuditFilter, list_entries
 from service.store.projects import project_wrapped_key
 
@@ -89,6 +89,7 @@ async def get_audit(request: web.Request) -> web.Response:
     versions, token ids, execution and node ids, never a value."""
     project_id = request.match_info["project"]
     await request.app[AUTH].require_manager(request, project_id)
+    await request.app[DISPATCH].settled(project_id)  # reads of executions already answered are audited
     query = _filter(request.query)
     await project_wrapped_key(request.app[READER], project_id)  # the admin's 404 for an unknown project
     entries = await list_entries(request.app[READER], project_id, query)

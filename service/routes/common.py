@@ -7,13 +7,16 @@ from aiohttp import web
 
 from service.auth import Scope
 from service.responses import json_response
-from service.state import AUTH
+from service.state import AUTH, DISPATCH
 
 
 async def dashboard_project(request: web.Request) -> str:
-    """The path's project, once the caller is its dashboard (token or session cookie)."""
+    """The path's project, once the caller is its dashboard (token or session cookie). A read first
+    waits for results already reported (a webhook answered) to be written, so it shows them."""
     project_id = request.match_info["project"]
     await request.app[AUTH].require(request, Scope.DASHBOARD, project_id)
+    if request.method in ("GET", "HEAD"):
+        await request.app[DISPATCH].settled(project_id)
     return project_id
 
 

@@ -1,7 +1,11 @@
-"""The worker's side of an execution, authorised by that execution's grant (`Authorization: Bearer bsg_...`).
+"""The worker's side of an execution over HTTP, authorised by that execution's grant
+(`Authorization: Bearer bsg_...`). Our worker reports results on the results stream
+(service.results) and claims only messages it reclaimed; these routes serve that claim and
+workers that report over HTTP.
 
-POST /api/engine/{p}/executions/{id}/claim   body {} or {"worker": "name"}
-    -> 200 ClaimReply {"attempt": n}: running, attempt + 1 on every claim
+POST /api/engine/{p}/executions/{id}/claim   body {} or {"worker": "name", "redelivered": true}
+    -> 200 ClaimReply {"attempt": n}: running, attempt + 1 on every claim (at least 2 when
+       redelivered: the first delivery may have run unclaimed)
     -> 409 execution_finished: it has a result (or its deadline passed: it is now timed out)
 POST /api/engine/{p}/executions/{id}/result  body ExecutionResult (masked by the worker)
     -> 200 {"id", "status"}: recorded, and the caller waiting for it is answered
@@ -33,6 +37,9 @@ WORKER_NAME_MAX: Final = 200
 
 class Claim(msgspec.Struct, frozen=True, kw_only=True):
     worker: str = ""
+    # A message reclaimed from a dead worker: it was delivered (and maybe run, unclaimed) before,
+    # so this is at least the second attempt.
+    redelivered: bool = False
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,9 +93,11 @@ async def claim(request: web.Request) -> web.Response:
     project_id, execution_id = request.match_info["project"], request.match_info["id"]
     grant_hash = await _grant_hash(request)
     raw = await _read_limited(request, 4096)
-    worker = _decode(raw, Claim, request.content_type).worker[:WORKER_NAME_MAX] if raw.strip() else ""
+    body = _decode(raw, Claim, request.content_type) if raw.strip() else Claim()
     # A claim lost with the machine costs nothing: the message is reclaimed and claimed again.
-    claim = store.claim_execution(project_id, execution_id, grant_hash, worker)
+    claim = store.claim_execution(
+        project_id, execution_id, grant_hash, body.worker[:WORKER_NAME_MAX], redelivered=body.redelivered
+    )
     outcome = await request.app[WRITER].submit(claim, durable=False)
     if outcome.attempt is None:
         raise store.execution_finished(execution_id)

@@ -19,9 +19,9 @@ from service.openapi import WORKFLOW_NAME, Auth, describe
 from service.responses import json_response
 from service.routes.common import dashboard_project
 from service.routes.hooks import ExecutionErrorBody, timeout_response
-from service.state import DISPATCH, READER
+from service.state import DISPATCH, READER, WORKFLOWS
 from service.store import executions as store
-from service.store.workflows import get_workflow
+from service.store.workflows import workflow_not_found
 from service.workflow_validation import valid_workflow_name
 
 routes = web.RouteTableDef()
@@ -119,7 +119,10 @@ async def _input_body(request: web.Request) -> tuple[Any, bytes]:
 )
 async def run_workflow(request: web.Request) -> web.Response:
     project_id = await dashboard_project(request)
-    stored = await get_workflow(request.app[READER], project_id, valid_workflow_name(request.match_info["name"]))
+    name = valid_workflow_name(request.match_info["name"])
+    workflow = await request.app[WORKFLOWS].get(project_id, name)
+    if workflow is None:
+        raise workflow_not_found(name)
     wait = request.query.get("wait", "true").lower() not in ("false", "0", "no")
     body, raw = await _input_body(request)
     data = ExecutionInput(
@@ -129,7 +132,7 @@ async def run_workflow(request: web.Request) -> web.Response:
         raw_body=base64.b64encode(raw).decode(),
     )
     try:
-        record = await request.app[DISPATCH].execute(project_id, stored, data, wait=wait)
+        record = await request.app[DISPATCH].execute(project_id, workflow, data, wait=wait)
     except ExecutionTimeout as exc:
         return timeout_response(exc)
     return json_response(record, status=201 if wait else 202, headers={"Location": _location(record)})

@@ -18,13 +18,11 @@ from aiohttp import web
 
 from contract.executions import ExecutionInput, HttpReply
 from contract.names import is_valid_project_id
-from service.dispatch import ExecutionTimeout
+from service.dispatch import ExecutionTimeout, Outcome
 from service.errors import NotFound, PayloadTooLarge
 from service.openapi import WORKFLOW_NAME, Auth, Media, describe
 from service.responses import json_response
-from service.state import DISPATCH, READER
-from service.store.executions import ExecutionRecord
-from service.store.workflows import decode_definition, find_workflow
+from service.state import DISPATCH, WORKFLOWS
 from service.workflow_validation import WORKFLOW_NAME_MAX, WORKFLOW_NAME_RE
 
 routes = web.RouteTableDef()
@@ -115,23 +113,23 @@ def http_reply(reply: HttpReply, execution_id: str) -> web.Response:
     return response
 
 
-def hook_response(record: ExecutionRecord) -> web.Response:
-    if record.response is not None:
-        return http_reply(record.response, record.id)
-    if record.status == "succeeded":
-        output = record.output
-        if output is None and record.nodes:
-            output = record.nodes[-1].output
+def hook_response(execution_id: str, outcome: Outcome) -> web.Response:
+    if outcome.response is not None:
+        return http_reply(outcome.response, execution_id)
+    if outcome.status == "succeeded":
+        output = outcome.output
+        if output is None and outcome.nodes:
+            output = outcome.nodes[-1].output
         return web.Response(
             body=msgspec.json.encode(output),
             content_type="application/json",
-            headers={EXECUTION_HEADER: record.id},
+            headers={EXECUTION_HEADER: execution_id},
         )
-    error = record.error
+    error = outcome.error
     code = error.code if error else "execution_failed"
-    message = error.message if error else f"the execution ended {record.status}"
+    message = error.message if error else f"the execution ended {outcome.status}"
     status = error.http_status if error and error.http_status and 400 <= error.http_status <= 599 else 500
-    return execution_error(status, code, message, record.id)
+    return execution_error(status, code, message, execution_id)
 
 
 @routes.post("/hooks/{project}/{workflow}")
@@ -148,12 +146,12 @@ async def run_hook(request: web.Request) -> web.Response:
     project_id, name = request.match_info["project"], request.match_info["workflow"]
     if not is_valid_project_id(project_id) or len(name) > WORKFLOW_NAME_MAX or not WORKFLOW_NAME_RE.fullmatch(name):
         raise _no_such_hook()
-    stored = await find_workflow(request.app[READER], project_id, name)
-    if stored is None or decode_definition(stored).trigger.type != "webhook":
+    workflow = await request.app[WORKFLOWS].get(project_id, name)
+    if workflow is None or not workflow.webhook:
         raise _no_such_hook()
     data = execution_input(request, await _raw_body(request))
     try:
-        record = await request.app[DISPATCH].execute(project_id, stored, data)
+        execution_id, outcome = await request.app[DISPATCH].answer(project_id, workflow, data)
     except ExecutionTimeout as exc:
         return timeout_response(exc)
-    return hook_response(record)
+    return hook_response(execution_id, outcome)

@@ -1,4 +1,4 @@
-"""Execution records: created queued with a grant, claimed by a worker, finished by its result.
+"""Execution records: created queued with a grant, started by a worker, finished by its result.
 
 Only the SHA-256 of a grant is stored. An execution is *open* (queued or running) until it has
 a result or times out; the first result wins. Ids start with the creation time in hex, so
@@ -16,15 +16,15 @@ are built from what was written. When a claim or a result matches no open row, a
 finds out why (401, 404 or 409).
 """
 
-import secrets as random
+import random
 import time
 from typing import Any, Final, Literal
 
 import aiosqlite
 import msgspec
 
-from contract.executions import ErrorInfo, ExecutionResult, HttpReply, NodeRecord
-from service.clock import now_rfc3339
+from contract.executions import ErrorInfo, ExecutionResult, HttpReply, NodeRecord, StartedReport
+from service.clock import now_rfc3339, rfc3339
 from service.errors import Conflict, NotFound, Unauthorized
 from service.store.db import fetch_all, fetch_one
 from service.store.usage import record_reads
@@ -61,6 +61,7 @@ class Retention(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NewExecution(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # new_execution_id(), made by the caller: the request is queued while the row is written
     project: str
     workflow: str
     workflow_version: int
@@ -98,8 +99,13 @@ def id_floor(unix_s: float) -> str:
     return f"ex_{int(unix_s * 1000):012x}"
 
 
+# Execution ids are unique, not secret (the grant is the secret): a seeded generator, with no
+# system call per execution.
+_id_bits: Final = random.Random()  # noqa: S311 - uniqueness, not secrecy
+
+
 def new_execution_id() -> str:
-    return id_floor(time.time()) + random.token_hex(8)
+    return f"{id_floor(time.time())}{_id_bits.getrandbits(64):016x}"
 
 
 def execution_not_found(execution_id: str) -> NotFound:
@@ -190,7 +196,7 @@ def create_execution(new: NewExecution) -> Operation[CreatedExecution]:
     """One INSERT that also reads the project's revision (nothing is written for an unknown project)."""
 
     async def operation(tx: Transaction) -> CreatedExecution:
-        execution_id, created_at = new_execution_id(), now_rfc3339()
+        execution_id, created_at = new.id, now_rfc3339()
         row = await fetch_one(
             tx.conn,
             "INSERT INTO executions (id, project_id, workflow, workflow_version, status, created_at, grant_hash, "
@@ -285,17 +291,20 @@ async def _open_row(tx: Transaction, project_id: str, execution_id: str, grant_h
 _THIS_OPEN_EXECUTION: Final = "grant_hash = ? AND id = ? AND project_id = ? AND status IN ('queued', 'running')"
 
 
-def claim_execution(project_id: str, execution_id: str, grant_hash: bytes, worker: str) -> Operation[ClaimOutcome]:
-    """Status running, attempt + 1. A claim after the grant expired times the execution out."""
+def claim_execution(
+    project_id: str, execution_id: str, grant_hash: bytes, worker: str, *, redelivered: bool = False
+) -> Operation[ClaimOutcome]:
+    """Status running, attempt + 1 (at least 2 when `redelivered`: a first delivery runs unclaimed).
+    A claim after the grant expired times the execution out."""
 
     async def operation(tx: Transaction) -> ClaimOutcome:
         now, unix_now = now_rfc3339(), time.time()
         row = await fetch_one(
             tx.conn,
-            "UPDATE executions SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, ?), "
-            f"worker = coalesce(nullif(?, ''), worker) WHERE {_THIS_OPEN_EXECUTION} AND grant_expires > ? "
-            "RETURNING attempt",
-            (now, worker, grant_hash, execution_id, project_id, unix_now),
+            "UPDATE executions SET status = 'running', attempt = max(attempt, ?) + 1, "
+            "started_at = coalesce(started_at, ?), worker = coalesce(nullif(?, ''), worker) "
+            f"WHERE {_THIS_OPEN_EXECUTION} AND grant_expires > ? RETURNING attempt",
+            (int(redelivered), now, worker, grant_hash, execution_id, project_id, unix_now),
         )
         if row is not None:
             return ClaimOutcome(attempt=int(row[0]))
@@ -312,6 +321,20 @@ def claim_execution(project_id: str, execution_id: str, grant_hash: bytes, worke
     return operation
 
 
+def mark_started(project_id: str, execution_id: str, grant_hash: bytes, report: StartedReport) -> Operation[None]:
+    """A worker says a queued execution is running (sent only for executions that take a while)."""
+
+    async def operation(tx: Transaction) -> None:
+        await tx.conn.execute(
+            "UPDATE executions SET status = 'running', attempt = max(attempt, ?), "
+            "started_at = coalesce(started_at, ?), worker = coalesce(nullif(?, ''), worker) "
+            f"WHERE {_THIS_OPEN_EXECUTION}",
+            (report.attempt, rfc3339(report.started_at), report.worker, grant_hash, execution_id, project_id),
+        )
+
+    return operation
+
+
 def record_result(
     project_id: str, execution_id: str, grant_hash: bytes, result: ExecutionResult
 ) -> Operation[ExecutionRecord]:
@@ -320,17 +343,21 @@ def record_result(
     async def operation(tx: Transaction) -> ExecutionRecord:
         error = result.error
         now = now_rfc3339()
+        # A first delivery is not claimed: its attempt and start come with the result.
+        started = rfc3339(result.started_at) if result.started_at > 0 else now
+        finished = rfc3339(result.finished_at) if result.finished_at > 0 else now  # when it ended, not when heard
         row = await fetch_one(
             tx.conn,
-            "UPDATE executions SET status = ?, worker = coalesce(nullif(?, ''), worker), "
+            "UPDATE executions SET status = ?, worker = coalesce(nullif(?, ''), worker), attempt = max(attempt, ?), "
             "started_at = coalesce(started_at, ?), finished_at = ?, nodes = ?, output = ?, response = ?, "
             f"error_code = ?, error_message = ?, error_node = ?, error_http_status = ? WHERE {_THIS_OPEN_EXECUTION} "
             "RETURNING workflow, workflow_version, attempt, worker, created_at, started_at",
             (
                 result.status,
                 result.worker,
-                now,
-                now,
+                result.attempt,
+                started,
+                finished,
                 _encoder.encode(result.nodes).decode(),
                 _encoder.encode(result.output).decode(),
                 None if result.response is None else _encoder.encode(result.response).decode(),
@@ -357,7 +384,7 @@ def record_result(
             worker=row[3],
             created_at=row[4],
             started_at=row[5],
-            finished_at=now,
+            finished_at=finished,
             error=error,
             nodes=list(result.nodes),
             output=result.output,

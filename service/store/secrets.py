@@ -12,7 +12,7 @@ from typing import Any, Final
 import aiosqlite
 import msgspec
 
-from contract.engine import EngineSecret
+from contract.engine import EngineDelta, EngineSecret
 from contract.events import SecretDeleted, SecretPut
 from service.clock import now_rfc3339, rfc3339
 from service.errors import NotFound, PreconditionFailed
@@ -117,6 +117,19 @@ def engine_secret(row: Any, now: float) -> EngineSecret:
     )
 
 
+def _written(name: str, version: int, ciphertext: bytes, previous: bytes | None, until: float | None) -> EngineSecret:
+    """The row a put wrote, as the engine endpoint will show it (`engine_secret`)."""
+    if previous is None or until is None:
+        return EngineSecret(name=name, version=version, ciphertext=ciphertext.decode())
+    return EngineSecret(
+        name=name,
+        version=version,
+        ciphertext=ciphertext.decode(),
+        previous_ciphertext=previous.decode(),
+        previous_valid_until=until,
+    )
+
+
 def secret_not_found(name: str) -> NotFound:
     return NotFound(f"no secret named {name!r} in this project", code="secret_not_found")
 
@@ -188,7 +201,11 @@ def put_secret(
             (project_id, name, meta.version, ciphertext, meta.created_at, now, value_fingerprint, previous, until),
         )
         revision = await tx.bump_revision(project_id)
-        await tx.emit(SecretPut(seq=0, project=project_id, revision=revision, name=name, version=meta.version))
+        written = _written(name, meta.version, ciphertext, previous, until)
+        await tx.emit(
+            SecretPut(seq=0, project=project_id, revision=revision, name=name, version=meta.version),
+            delta=EngineDelta(project=project_id, revision=revision, secret=written),
+        )
         return PutOutcome(meta=meta, created=current is None)
 
     return operation

@@ -30,6 +30,8 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import msgspec
 
+from contract import loops
+from contract.engine import EngineDelta, delta_encoder
 from contract.events import Event, encode_event
 from service.actor import CURRENT, Actor
 from service.errors import ApiError, InternalError, ServiceUnavailable
@@ -46,8 +48,12 @@ MAX_BATCH = 256
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
+    """`delta`: the encoded engine delta (contract.engine.EngineDelta), in memory only: the outbox
+    table keeps the event alone, so an entry re-read after a restart has none (workers fetch)."""
+
     seq: int
     payload: bytes
+    delta: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -65,9 +71,11 @@ class Transaction:
     actor: Actor | None = None  # who submitted the operation running now
     audit: list[NewEntry] = field(default_factory=list)
 
-    async def emit(self, event: Event) -> Event:
+    async def emit(self, event: Event, *, delta: EngineDelta | None = None) -> Event:
+        """`delta`: the change's effect on the engine snapshot, when the operation knows it whole."""
         stamped = msgspec.structs.replace(event, seq=self.next_seq, committed_at=time.time())
-        self.events.append(OutboxEntry(self.next_seq, encode_event(stamped)))
+        encoded_delta = None if delta is None else delta_encoder.encode(delta)
+        self.events.append(OutboxEntry(self.next_seq, encode_event(stamped), encoded_delta))
         self.next_seq += 1
         entry = entry_for_event(stamped, self.actor)
         if entry is not None:
@@ -134,7 +142,7 @@ class Writer:
 
     def _thread_main(self, ready: "asyncio.Future[None]") -> None:
         try:
-            asyncio.run(self._serve(ready))
+            loops.run(self._serve(ready))
         except BaseException as exc:
             self._to_main(_settle, ready, exc)
             if self._on_crash is not None:
@@ -163,11 +171,15 @@ class Writer:
     async def submit(self, operation: Operation[T], *, durable: bool = True) -> T:
         """Run `operation` in the next batch. `durable=False` for bookkeeping that may be lost with
         the machine (never with the process): the batch then commits without an fsync of its own."""
+        return await self.submit_nowait(operation, durable=durable)
+
+    def submit_nowait(self, operation: Operation[T], *, durable: bool = True) -> "asyncio.Future[T]":
+        """`submit`, queued before this returns: operations run in the order they were queued."""
         if self._loop is None or self._queue is None:
             raise RuntimeError("the writer is not started")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._loop.call_soon_threadsafe(self._queue.put_nowait, _Pending(operation, future, durable, CURRENT.get()))
-        return await future
+        return future
 
     def mark_published(self, seq: int) -> None:
         """Outbox rows up to `seq` may go; they are deleted with the next batch (no fsync of their own)."""
@@ -202,10 +214,19 @@ class Writer:
             for pending in batch:  # find the culprit: each alone
                 await self._run_batch([pending])
             return
-        if events:  # first, so the relay publishes as the answers go out
-            self._to_main(self._on_commit, events)
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            self._to_main(_settle, pending.future, outcome)
+        # One hand-over to the main loop per batch: the events first, so the relay publishes as
+        # the answers go out.
+        self._to_main(
+            self._committed,
+            events,
+            [(pending.future, outcome) for pending, outcome in zip(batch, outcomes, strict=True)],
+        )
+
+    def _committed(self, events: list[OutboxEntry], settled: list[tuple["asyncio.Future[Any]", Any]]) -> None:
+        if events:
+            self._on_commit(events)
+        for future, outcome in settled:
+            _settle(future, outcome)
 
     async def _commit(self, batch: list[_Pending]) -> tuple[list[Any], list[OutboxEntry]]:
         await self._begin(durable=any(pending.durable for pending in batch))
@@ -246,8 +267,7 @@ class Writer:
         self._durable = durable
 
     def _fail_all(self, batch: list[_Pending], error: Exception) -> None:
-        for pending in batch:
-            self._to_main(_settle, pending.future, error)
+        self._to_main(self._committed, [], [(pending.future, error) for pending in batch])
 
 
 async def _noop(tx: Transaction) -> None:

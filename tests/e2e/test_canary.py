@@ -76,6 +76,10 @@ async def test_a_canary_value_never_leaks(
     entries = await redis_client.xrange(stack.events_stream)
     assert len(entries) >= 6
     assert needle not in repr(entries).encode()
+    deltas = [key async for key in redis_client.scan_iter(match=f"{stack.prefix}:engine-delta:*")]
+    assert len(deltas) >= 3, "each secret.put leaves its engine delta (ciphertext) for a minute"
+    for key in deltas:
+        assert needle not in (await redis_client.get(key) or b""), key
 
     files = sqlite_files(stack.db_path)
     assert {f"{stack.db_path.name}", f"{stack.db_path.name}-wal"} <= set(files)  # WAL mode: the log is there

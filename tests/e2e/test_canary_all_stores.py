@@ -11,9 +11,10 @@ Then the value, its base64 (standard and URL-safe, at each of the three alignmen
 inside a longer base64 text), its URL-encoded and JSON-escaped forms are searched for in: every
 response body the test received, the service's and the worker's logs, every file of the service's
 data folder (the SQLite db, -wal, -shm, the keystore), every Redis key under the test's prefix by
-type (streams entry by entry, with their consumer groups and pending entries), every execution
-record the API shows, and the /metrics of the service and of the worker. Zero occurrences. The echo
-server is the only place it may reach, and it must have: that is the proof the value was used.
+type (streams entry by entry, with their consumer groups and pending entries; the engine deltas'
+strings), every execution record the API shows, and the /metrics of the service and of the worker.
+Zero occurrences. The echo server is the only place it may reach, and it must have: that is the
+proof the value was used.
 """
 
 import asyncio
@@ -323,6 +324,7 @@ async def test_a_canary_in_every_private_store_is_never_written_down(
     places |= {f"file {name}": data for name, data in files_under(stack.folder).items()}
     places["worker log"] = stack.worker.log_bytes()
     assert any(name.startswith("redis ") and "executions" in name for name in places), sorted(places)
+    assert any(name.startswith("redis ") and ":engine-delta:" in name for name in places), sorted(places)
     assert any(name.endswith(".db-wal") for name in places), "no WAL file: not in WAL mode?"
     assert any(name.endswith(".db-shm") for name in places), "no shared-memory file: not in WAL mode?"
     assert len(stack.responses) >= 40

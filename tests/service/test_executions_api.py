@@ -150,7 +150,9 @@ async def test_a_result_without_a_claim_is_recorded(
     request = await start(api, run_url, project, worker)
     assert (await worker.report(request, failed("invalid_workflow"))).status == 200
     record = await (await api.get(executions_url(project, request.id), headers=project.dashboard)).json()
-    assert (record["status"], record["attempt"], record["error"]["code"]) == ("failed", 0, "invalid_workflow")
+    # A first delivery runs unclaimed: the attempt is the one the result reports (1 by default).
+    assert (record["status"], record["attempt"], record["error"]["code"]) == ("failed", 1, "invalid_workflow")
+    assert record["started_at"] is not None
 
 
 async def test_claim_and_result_need_that_executions_grant(

@@ -1,8 +1,10 @@
 """The worker's claim and result calls against the real service: what is retried, what is skipped."""
 
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import msgspec
 import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
@@ -60,16 +62,28 @@ async def test_a_result_for_an_unknown_execution_is_retried(
         await ExecutionApi(session, api_url(api), timeout_s=5.0).record(unknown_request(project), result)
 
 
-async def test_the_consumer_acks_and_skips_an_unknown_execution(
-    api: TestClient, project: Project, session: aiohttp.ClientSession, redis_client: redis.Redis
-) -> None:
-    ran: list[str] = []
-
+def consumer_of(api_client: ExecutionApi, redis_client: redis.Redis, ran: list[str]) -> ExecutionConsumer:
     async def run(request: ExecutionRequest, attempt: int) -> ExecutionResult:
         ran.append(request.id)
         return ExecutionResult(status="succeeded")
 
-    api_client = ExecutionApi(session, api_url(api), timeout_s=5.0)
-    consumer = ExecutionConsumer(redis_client, "unused", "w", api_client, run)
-    assert await consumer._process(unknown_request(project)) is True  # may be acked
+    return ExecutionConsumer(redis_client, "unused", "unused-results", "w", api_client, run)
+
+
+async def test_the_consumer_skips_a_reclaimed_execution_the_service_does_not_know(
+    api: TestClient, project: Project, session: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    ran: list[str] = []
+    consumer = consumer_of(ExecutionApi(session, api_url(api), timeout_s=5.0), redis_client, ran)
+    assert await consumer._claim(unknown_request(project), reclaimed=True) is None  # ack, run nothing
     assert ran == []
+
+
+async def test_the_consumer_skips_a_first_delivery_read_after_its_deadline(
+    api: TestClient, project: Project, session: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    consumer = consumer_of(ExecutionApi(session, api_url(api), timeout_s=5.0), redis_client, [])
+    late = unknown_request(project)  # its deadline is 0: long past
+    assert await consumer._claim(late, reclaimed=False) is None
+    on_time = msgspec.structs.replace(late, deadline=time.time() + 30)
+    assert await consumer._claim(on_time, reclaimed=False) == 1  # a first delivery is not claimed over HTTP

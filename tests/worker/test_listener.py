@@ -10,61 +10,24 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
-from contract.events import ChangeEvent, Event, ProjectDeleted, SecretPut, UnknownEvent, encode_event
-from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ
-from contract.tasks import cancel_and_wait
+from contract.events import ProjectDeleted, SecretPut
 from tests.conftest import CreateProject, Project
 from tests.support.processes import RedisServer
-from tests.worker.conftest import CountingFetch, put_secret
+from tests.worker.conftest import CountingFetch, Feed, follow_feed, put_secret, run_listener
 from worker.listener import ChangeListener, listener_client
 from worker.snapshots import SnapshotCache
 
 pytestmark = pytest.mark.timeout(20)
-
-ORIGIN = b"db-one"
-
-
-class Feed:
-    """A stream this test writes by hand, and the listener that follows it."""
-
-    def __init__(self, client: redis.Redis, stream: str, listener: ChangeListener) -> None:
-        self.client, self.stream, self.listener = client, stream, listener
-        self.applied: list[ChangeEvent | UnknownEvent] = []
-        listener.on_event = self.applied.append
-
-    async def add(self, seq: int, event: Event | bytes, origin: bytes = ORIGIN) -> None:
-        payload = event if isinstance(event, bytes) else encode_event(event)
-        await self.client.xadd(self.stream, {FIELD_SEQ: str(seq), FIELD_ORIGIN: origin, FIELD_EVENT: payload})
-
-    async def wait_applied(self, count: int, timeout_s: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(self.applied) < count:
-            assert time.monotonic() < deadline, f"{len(self.applied)} events applied, expected {count}"
-            await asyncio.sleep(0.002)
 
 
 def put(project: str, seq: int = 0, revision: int = 0) -> SecretPut:
     return SecretPut(seq=seq, project=project, revision=revision, name="N", version=1)
 
 
-async def run_listener(listener: ChangeListener) -> AsyncIterator[None]:
-    task = asyncio.create_task(listener.run())
-    try:
-        await asyncio.wait_for(listener.connected.wait(), 5)
-        yield
-    finally:
-        await cancel_and_wait(task)
-
-
 @pytest.fixture
 async def feed(redis_url: str, prefix: str, redis_client: redis.Redis, cache: SnapshotCache) -> AsyncIterator[Feed]:
-    stream = f"{prefix}:listener-feed"
-    await redis_client.xadd(stream, {FIELD_SEQ: "1", FIELD_ORIGIN: ORIGIN, FIELD_EVENT: encode_event(put("x", 1))})
-    client = listener_client(redis_url, block_ms=200)
-    listener = ChangeListener(client, stream, cache, block_ms=200)
-    async for _ in run_listener(listener):
-        yield Feed(redis_client, stream, listener)
-    await client.aclose()
+    async for feed in follow_feed(redis_url, prefix, redis_client, cache):
+        yield feed
 
 
 @pytest.fixture
