@@ -11,16 +11,14 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import math
 import secrets as random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
-import msgspec
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
@@ -52,6 +50,7 @@ from service.store.executions import (
     new_execution_id,
 )
 from service.store.writer import Writer
+from service.upkeep import Upkeep, log_upkeep_failure
 from service.workflow_cache import RunnableWorkflow
 
 log = logging.getLogger("service.dispatch")
@@ -61,7 +60,6 @@ SETTLE_TIMEOUT_S: Final = 1.0
 
 # What a webhook is answered from: the reported result, or the record when that came first.
 Outcome = ExecutionRecord | ExecutionResult
-UPKEEP_INTERVAL_S: Final = 1.0
 
 
 class QueueUnavailable(ServiceUnavailable):
@@ -85,55 +83,6 @@ def queue_client(redis_url: str) -> redis.Redis:
 def mint_grant() -> str:
     """A grant for one execution; the database keeps only its hash."""
     return GRANT_PREFIX + random.token_urlsafe(32)
-
-
-def _log_upkeep_failure(done: "asyncio.Future[None]") -> None:
-    exc = None if done.cancelled() else done.exception()
-    if isinstance(exc, ApiError):  # bookkeeping: the next pass tries again
-        log.warning("execution retention pass failed: %s", exc.message)
-    elif exc is not None:
-        log.error("execution retention pass failed", exc_info=exc)
-
-
-class UpkeepPass(msgspec.Struct, frozen=True, kw_only=True):
-    prune: str | None  # the project whose retention bound to apply, if any
-    time_out: bool  # mark every project's open executions past their grant's expiry timed out
-
-
-class Upkeep:
-    """When retention and time-outs are due: they run beside a create, not with every one.
-
-    A project is pruned at most once per `interval_s` (half the age bound when that is shorter),
-    or after `keep // 10` creates in it, so it holds at most about 10% more than `keep` for a
-    moment; open executions past their deadline (every project's) are timed out at most once per
-    `interval_s`.
-    """
-
-    def __init__(
-        self,
-        retention: Retention,
-        interval_s: float = UPKEEP_INTERVAL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._bounded = retention.keep > 0 or retention.max_age_s > 0
-        self._interval_s = min(interval_s, retention.max_age_s / 2) if retention.max_age_s > 0 else interval_s
-        self._every = max(1, retention.keep // 10) if retention.keep > 0 else 0
-        self._clock = clock
-        self._projects: dict[str, tuple[float, int]] = {}  # project -> (last pass, creates since)
-        self._timed_out_at = -math.inf
-
-    def due(self, project: str) -> UpkeepPass | None:
-        """Called once per create: the pass to run beside it, if one is due."""
-        now = self._clock()
-        last, creates = self._projects.get(project, (-math.inf, 0))
-        prune = self._bounded and (now - last >= self._interval_s or 0 < self._every <= creates + 1)
-        self._projects[project] = (now, 0) if prune else (last, creates + 1)
-        time_out = now - self._timed_out_at >= self._interval_s
-        if time_out:
-            self._timed_out_at = now
-        if not (prune or time_out):
-            return None
-        return UpkeepPass(prune=project if prune else None, time_out=time_out)
 
 
 class Dispatcher:
@@ -235,7 +184,7 @@ class Dispatcher:
         due = self._upkeep.due(request.project)
         if due is not None:
             upkeep = maintain_executions(due.prune, self._retention, time_out=due.time_out)
-            self._writer.submit_nowait(upkeep, durable=False).add_done_callback(_log_upkeep_failure)
+            self._writer.submit_nowait(upkeep, durable=False).add_done_callback(log_upkeep_failure)
         return creating
 
     def reported(self, execution_id: str, grant_hash: bytes, result: ExecutionResult) -> None:

@@ -90,7 +90,16 @@ class Snapshot:
 class ProjectState:
     """What the worker knows of one project. Executions compare `epoch` to see a change."""
 
-    __slots__ = ("epoch", "floor_epoch", "inflight", "last_miss_refresh", "min_revision", "project", "snapshot")
+    __slots__ = (
+        "epoch",
+        "fetching",
+        "floor_epoch",
+        "inflight",
+        "last_miss_refresh",
+        "min_revision",
+        "project",
+        "snapshot",
+    )
 
     def __init__(self, project: str) -> None:
         self.project = project
@@ -99,6 +108,7 @@ class ProjectState:
         self.min_revision = 0  # the newest revision an event announced
         self.snapshot: Snapshot | None = None
         self.inflight: asyncio.Future[Outcome] | None = None  # a fetch, or a patch from an engine delta
+        self.fetching = False  # the flight is a fetch: it reads the newest revision there is
         self.last_miss_refresh = float("-inf")
 
     def invalidate(self, revision: int | None) -> bool:
@@ -248,8 +258,10 @@ class SnapshotCache:
         need_revision, need_epoch = state.min_revision, state.floor_epoch
         for attempt in range(MAX_FETCH_ATTEMPTS):
             flight = state.inflight
-            if flight is None:
-                flight = self._start_flight(state, self._fetch_fresh(state, token))
+            # A retry does not wait on another patch: under a burst of changes each patch is one
+            # revision behind the next event. A fetch reads the newest, so one retry is enough.
+            if flight is None or (attempt > 0 and not state.fetching):
+                flight = self._start_flight(state, self._fetch_fresh(state, token), fetching=True)
             outcome = await asyncio.shield(flight)
             if attempt == 0:  # first, try for one that is current now; then settle for what we asked for
                 need_revision, need_epoch = state.min_revision, state.floor_epoch
@@ -260,8 +272,11 @@ class SnapshotCache:
                 return snapshot
         raise SnapshotUnavailable(f"the secrets of {state.project!r} could not be fetched consistently; try again")
 
-    def _start_flight(self, state: ProjectState, work: Awaitable[Outcome]) -> "asyncio.Future[Outcome]":
+    def _start_flight(
+        self, state: ProjectState, work: Awaitable[Outcome], *, fetching: bool = False
+    ) -> "asyncio.Future[Outcome]":
         flight = state.inflight = asyncio.ensure_future(work)
+        state.fetching = fetching
 
         def landed(_: object) -> None:  # runs before any waiter resumes, so one that retries starts anew
             if state.inflight is flight:

@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from contract.executions import ExecutionRequest, ExecutionResult
 from contract.streams import Streams
-from service.dispatch import UPKEEP_INTERVAL_S, Upkeep, UpkeepPass
 from service.settings import Settings
 from service.store.executions import Retention
+from service.upkeep import UPKEEP_INTERVAL_S, Upkeep, UpkeepPass
 from tests.conftest import CreateProject, Project, bearer
 from tests.service.fake_worker import FakeWorker, grant_headers
 from tests.service.test_hooks_api import WORKFLOW, failed, succeeded

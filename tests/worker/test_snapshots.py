@@ -240,3 +240,32 @@ async def test_a_burst_of_changes_never_starves_a_fetch() -> None:
         snapshot = await burst_cache.snapshot(state, "token")
         assert snapshot.revision >= asked
         assert state.snapshot is None  # overtaken: not kept
+
+
+async def test_a_retry_fetches_instead_of_waiting_on_a_patch_that_is_a_revision_behind(
+    api: TestClient, project: Project, cache: SnapshotCache, engine_fetch: CountingFetch
+) -> None:
+    """Under a burst of changes each patch in flight is one revision behind the next event: a
+    waiter that was not satisfied fetches the newest instead of riding patch after patch."""
+    revision = await put_secret(api, project, "API_KEY", "value-1")
+    state = cache.state(project.id)
+    behind = await cache.snapshot(state, project.engine_token)
+    gate = asyncio.Event()
+
+    async def patch_one_behind() -> tuple[object, int] | None:
+        await gate.wait()
+        return behind, state.epoch  # always the revision before the newest announced
+
+    def next_event() -> None:  # the listener, in a burst: an event, and a patch for it in flight
+        state.invalidate(revision + 1)
+        cache._start_flight(state, patch_one_behind())  # type: ignore[arg-type]
+
+    next_event()
+    waiter = asyncio.create_task(cache.snapshot(state, project.engine_token))
+    await asyncio.sleep(0.01)
+    await put_secret(api, project, "API_KEY", "value-2")  # the revision the announced event said
+    gate.set()
+    await asyncio.sleep(0)
+    next_event()  # another patch already in flight when the waiter retries
+    snapshot = await asyncio.wait_for(waiter, 5)
+    assert snapshot.revision >= revision + 1 and len(engine_fetch.calls) == 2
