@@ -12,6 +12,9 @@ from service.app import create_app
 from service.settings import Settings
 
 log = logging.getLogger("service")
+# The event loop and the writer's thread share the GIL: a thread that wants it waits up to this
+# long for the other to let go (5 ms by default, which a webhook's answer would wait through).
+SWITCH_INTERVAL_S = 0.0005
 
 
 def main() -> int:
@@ -22,6 +25,7 @@ def main() -> int:
         print(f"backend-secrets service: configuration error: {exc}", file=sys.stderr)
         return 2
     log.info("serving on http://%s:%d", settings.host, settings.port)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # print=None: aiohttp's banner is not a log line; the one above says the same.
     web.run_app(
         create_app(settings),

@@ -3,8 +3,9 @@
 The service reads `<prefix>:results` through a consumer group of its own, so a report read just
 before a crash is read again after it (its pending entries first), and XACKs a report only once
 the writer committed it. The reports of one read are submitted together, so they share a batch
-and its one fsync. A webhook waiting for a result is answered as soon as the result is read
-(reads of that execution's record wait until it is written); a dashboard run, once it is written.
+and its one fsync, and the next read does not wait for that commit. A webhook waiting for a
+result is answered as soon as the result is read (reads of that execution's record wait until it
+is written); a dashboard run, once it is written.
 
 A report the service refuses for good (an unknown grant, a result after the first one) is logged
 and acked; one it could not commit (a busy or failing database) stays pending and is read again.
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 
 from contract.executions import FIELD_MESSAGE, RESULTS_GROUP, Report, ResultReport, StartedReport, report_decoder
 from contract.groups import ensure_group
+from contract.tasks import cancel_and_wait
 from service.auth import hash_token
 from service.dispatch import Dispatcher
 from service.errors import ApiError
@@ -32,6 +34,7 @@ log = logging.getLogger("service.results")
 
 CONSUMER: Final = "service"  # one service per database and prefix, so one consumer
 READ_COUNT: Final = 256
+MAX_BATCHES_IN_HAND: Final = 32
 BLOCK_MS: Final = 1000
 BACKOFF_START_S: Final = 0.05
 BACKOFF_MAX_S: Final = 2.0
@@ -51,21 +54,37 @@ class ResultsReader:
     def __init__(self, client: redis.Redis, stream: str, writer: Writer, dispatcher: Dispatcher) -> None:
         self._redis, self._stream = client, stream
         self._writer, self._dispatcher = writer, dispatcher
+        self._recording: set[asyncio.Task[None]] = set()  # batches being written, then acked
+        self._read_again = False  # a report stayed pending: read the pending ones again
         self.recorded = 0
 
     async def run(self) -> None:
+        try:
+            await self._follow()
+        finally:
+            for task in list(self._recording):
+                await cancel_and_wait(task)  # what they held stays pending: read after a restart
+
+    async def _follow(self) -> None:
         backoff = BACKOFF_START_S
         while True:
             try:
                 await self._ensure_group()
+                await self._settle_recording()
                 await self._read_pending()
                 backoff = BACKOFF_START_S
-                while await self._read_new():
-                    pass
+                while not self._read_again:
+                    await self._read_new()
             except (RedisError, OSError) as exc:
                 log.warning("results stream unavailable (%s); retrying", type(exc).__name__)
             await asyncio.sleep(backoff)  # after a failure, or a report that must be read again
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _settle_recording(self) -> None:
+        """Before pending reports are read again, the batches in hand finish (no report twice)."""
+        if self._recording:
+            await asyncio.wait(self._recording)
+        self._read_again = False
 
     async def _ensure_group(self) -> None:
         await ensure_group(self._redis, self._stream, RESULTS_GROUP)
@@ -77,10 +96,24 @@ class ResultsReader:
             await self._record_all(entries)
             after = entries[-1][0]
 
-    async def _read_new(self) -> bool:
-        """False when a report must be read again (it stays pending): back to `_read_pending`."""
+    async def _read_new(self) -> None:
+        """The next reports; they are written (and acked) while the next read waits, so a slow
+        commit does not hold back the answers of the results behind it."""
+        if len(self._recording) >= MAX_BATCHES_IN_HAND:
+            await asyncio.wait(self._recording, return_when=asyncio.FIRST_COMPLETED)
         entries = await self._read(b">", block=BLOCK_MS)
-        return await self._record_all(entries) if entries else True
+        if entries:
+            task = asyncio.create_task(self._record_batch(entries))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+
+    async def _record_batch(self, entries: list[Entry]) -> None:
+        try:
+            if not await self._record_all(entries):
+                self._read_again = True
+        except (RedisError, OSError) as exc:  # the XACK: the reports stay pending, and are read again
+            log.warning("results not acked (%s); they will be read again", type(exc).__name__)
+            self._read_again = True
 
     async def _read(self, after: bytes, block: int | None) -> list[Entry]:
         reply = await self._redis.xreadgroup(
