@@ -17,6 +17,7 @@ import aiosqlite
 import redis.asyncio as redis
 from aiohttp import web
 
+from contract.events import decode_event
 from contract.streams import Streams
 from contract.tasks import cancel_and_wait
 from service.auth import Authenticator
@@ -106,8 +107,9 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _committed(app: web.Application, entries: list[OutboxEntry]) -> None:
     """On the event loop, right after a commit and before its writes are answered."""
-    app[WORKFLOWS].committed(entries)  # first: a webhook after a save's 2xx runs what was saved
-    app[REVISIONS].committed(entries)  # and is stamped with the revision that save made
+    events = [decode_event(entry.payload) for entry in entries]  # once, for both caches
+    app[WORKFLOWS].committed(events)  # first: a webhook after a save's 2xx runs what was saved
+    app[REVISIONS].committed(events)  # and is stamped with the revision that save made
     app[RELAY].committed(entries)
 
 

@@ -7,11 +7,12 @@ hands events over before the writes are answered. A change answered before a web
 therefore counted in that webhook's revision, and the worker serves nothing older.
 """
 
+from collections.abc import Sequence
+
 import aiosqlite
 
-from contract.events import ProjectDeleted, decode_event
+from contract.events import ChangeEvent, ProjectDeleted, UnknownEvent
 from service.store.db import fetch_one
-from service.store.writer import OutboxEntry
 
 
 class ProjectRevisions:
@@ -33,9 +34,8 @@ class ProjectRevisions:
         newest = self._known[project_id] = max(revision, self._known.get(project_id, 0))
         return newest
 
-    def committed(self, entries: list[OutboxEntry]) -> None:
-        for entry in entries:
-            event = decode_event(entry.payload)
+    def committed(self, events: Sequence[ChangeEvent | UnknownEvent]) -> None:
+        for event in events:
             if isinstance(event, ProjectDeleted):
                 self._known.pop(event.project, None)
             elif event.project in self._known:  # only projects asked for are kept

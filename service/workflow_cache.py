@@ -8,18 +8,16 @@ change committed is answered but not kept (the generation moved on).
 """
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Final
 
 import aiosqlite
 import msgspec
 
-from contract.events import ProjectDeleted, WorkflowDeleted, WorkflowPut, decode_event
+from contract.events import ChangeEvent, ProjectDeleted, UnknownEvent, WorkflowDeleted, WorkflowPut
 from service.store.workflows import StoredWorkflow, decode_definition, definition_dict, find_workflow
-from service.store.writer import OutboxEntry
 
 MAX_ENTRIES: Final = 10_000
-# Only these events concern the cache: a cheap test on the raw payload before decoding it.
-_MARKERS: Final = (b'"workflow.', b'"project.delete"')
 
 
 class RunnableWorkflow(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,15 +55,13 @@ class WorkflowCache:
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    def committed(self, entries: list[OutboxEntry]) -> None:
-        for entry in entries:
-            if any(marker in entry.payload for marker in _MARKERS):
-                self._forget(decode_event(entry.payload))
-
-    def _forget(self, event: object) -> None:
-        if isinstance(event, WorkflowPut | WorkflowDeleted):
-            self._entries.pop((event.project, event.name), None)
-        elif isinstance(event, ProjectDeleted):
-            for key in [key for key in self._entries if key[0] == event.project]:
-                del self._entries[key]
-        self._generation += 1
+    def committed(self, events: Sequence[ChangeEvent | UnknownEvent]) -> None:
+        for event in events:
+            if isinstance(event, WorkflowPut | WorkflowDeleted):
+                self._entries.pop((event.project, event.name), None)
+            elif isinstance(event, ProjectDeleted):
+                for key in [key for key in self._entries if key[0] == event.project]:
+                    del self._entries[key]
+            else:
+                continue
+            self._generation += 1

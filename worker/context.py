@@ -14,7 +14,6 @@ from contract.sealing import SealError, open_sealed
 from worker.errors import CredentialNotFound, SecretNotFound, SecretsNotLoaded, SecretUndecryptable
 from worker.snapshots import ProjectState, Snapshot, SnapshotCache
 
-_now = time.monotonic
 STORE = "secret"
 CREDENTIAL_STORE = "credential"
 
@@ -37,12 +36,8 @@ class ExecutionSecrets:
         return f"ExecutionSecrets(project={self._project!r}, cached={len(self._values)})"
 
     def __getattr__(self, name: str) -> str:
-        if name.startswith("_"):  # first: a slot read before it is set must not recurse
+        if name.startswith("_"):  # a slot read before it is set must not recurse
             raise AttributeError(name)
-        # The cached case inline: `ctx.secrets.NAME` in a loop is the hot path.
-        entry = self._values.get(name)
-        if entry is not None and entry[1] == self._state.epoch and self._cache.trusted and _now() < entry[2]:
-            return entry[0]
         cached = self._cached(name)
         if cached is not None:
             return cached

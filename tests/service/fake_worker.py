@@ -10,7 +10,6 @@ import msgspec
 import redis.asyncio as redis
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from redis.exceptions import ResponseError
 
 from contract.executions import (
     EXECUTIONS_GROUP,
@@ -19,6 +18,7 @@ from contract.executions import (
     ExecutionResult,
     request_decoder,
 )
+from contract.groups import ensure_group
 
 Respond = Callable[[ExecutionRequest], ExecutionResult]
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -34,8 +34,7 @@ class FakeWorker:
         self.seen: list[ExecutionRequest] = []
 
     async def ensure_group(self) -> None:
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: made by an earlier call
-            await self.redis.xgroup_create(self.stream, EXECUTIONS_GROUP, id="0", mkstream=True)
+        await ensure_group(self.redis, self.stream, EXECUTIONS_GROUP)
 
     async def read(self, timeout_s: float) -> ExecutionRequest | None:
         await self.ensure_group()

@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
-from redis.exceptions import ResponseError
 
 from contract.executions import (
     EXECUTIONS_GROUP,
@@ -28,6 +27,7 @@ from contract.executions import (
     report_decoder,
     request_decoder,
 )
+from contract.groups import ensure_group
 from contract.streams import Streams
 from contract.tasks import cancel_and_wait
 from service.clock import rfc3339
@@ -190,8 +190,7 @@ async def test_a_short_execution_sends_no_started_report(
 
 async def leave_pending(client: redis.Redis, streams: Streams) -> ExecutionRequest:
     """A worker that read the next request and died: it stays pending under that consumer."""
-    with contextlib.suppress(ResponseError):
-        await client.xgroup_create(streams.executions, EXECUTIONS_GROUP, id="0", mkstream=True)
+    await ensure_group(client, streams.executions, EXECUTIONS_GROUP)
     reply = await client.xreadgroup(EXECUTIONS_GROUP, "w-dead", {streams.executions: ">"}, count=1, block=2000)
     entries = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], reply)
     assert entries, "no execution request arrived on the stream"
