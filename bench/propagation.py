@@ -5,7 +5,8 @@ Three processes besides Redis and the service:
 - a worker (`--role worker`): the worker library (Worker, its listener and snapshot cache) with
   one ExecutionContext kept open; the listener's `on_event` hook wakes it, it re-resolves
   `await ctx.secrets.get(NAME)` and stamps the moment it holds the new value, and says how the
-  new ciphertext came: from the change's engine delta in Redis, or by a fetch of the snapshot;
+  new ciphertext came: from the change's engine delta in Redis (read with the event, or after
+  it), or by a fetch of the snapshot;
 - a raw reader (`--role xread`): XREAD BLOCK on a plain stream, stamping each entry's arrival,
   while the driver XADDs entries that carry the moment they were sent.
 
@@ -49,6 +50,7 @@ NAME = "BENCH_PROPAGATION"
 CHANGES = 1_000
 WARMUP = 100
 BLOCK = 100
+SOURCES = ("with_event", "delta", "fetch", "none")  # how a new value can come (_source)
 PAUSE_S = 0.002  # between changes, so each one finds both readers idle in their blocking read
 CHANGE_TIMEOUT_S = 5.0
 RUN_TIMEOUT_S = 300.0
@@ -97,7 +99,8 @@ async def worker_role() -> None:
                 index = value_index(value)
                 if index != last:
                     source, counted = _source(worker, counted)
-                    stamps = read if source == "delta" else fetched
+                    # A delta that came with its event has no read of its own: it took no time after it.
+                    stamps = {"delta": read, "fetch": fetched}.get(source, [seen, seen])
                     _emit(f"{index} {seen} {source} {stamps[0]} {stamps[1]} {served}")
                     last = index
     finally:
@@ -140,19 +143,26 @@ def _time_delta_reads(worker: Worker) -> list[int]:
     return stamps
 
 
-def _arrivals(worker: Worker) -> tuple[int, int]:
+Arrivals = tuple[int, int, int]
+
+
+def _arrivals(worker: Worker) -> Arrivals:
     assert worker.cache is not None
-    return worker.cache.stats["deltas"], worker.cache.stats["fetches"]
+    stats = worker.cache.stats
+    return stats["deltas_at_hand"], stats["deltas"], stats["fetches"]
 
 
-def _source(worker: Worker, before: tuple[int, int]) -> tuple[str, tuple[int, int]]:
-    """How the value just served came, from the cache's counters: "delta" (patched from the
-    change's engine delta), "fetch" (the engine endpoint; also after a delta that could not be
-    used) or "none" (neither moved: already at hand)."""
+def _source(worker: Worker, before: Arrivals) -> tuple[str, Arrivals]:
+    """How the value just served came, from the cache's counters: "with_event" (patched from the
+    change's engine delta, read in the same round trip as the event), "delta" (the same, read with
+    a GET after the event), "fetch" (the engine endpoint; also after a delta that could not be
+    used) or "none" (nothing moved: already at hand)."""
     now = _arrivals(worker)
-    if now[1] > before[1]:
+    if now[2] > before[2]:
         return "fetch", now
-    return ("delta" if now[0] > before[0] else "none"), now
+    if now[0] > before[0]:
+        return "with_event", now
+    return ("delta" if now[1] > before[1] else "none"), now
 
 
 async def xread_role() -> None:
@@ -183,8 +193,8 @@ class Samples:
     full_ns: list[int] = field(default_factory=list)
     event_ns: list[int] = field(default_factory=list)  # 2xx -> the worker's listener saw the event
     served_ns: list[int] = field(default_factory=list)  # event seen -> new value served
-    sources: list[str] = field(default_factory=list)  # how each new value came: "delta", "fetch", "none"
-    # Per source ("delta": the GET of the engine delta in Redis; "fetch": the engine endpoint's snapshot):
+    sources: list[str] = field(default_factory=list)  # how each new value came: one of SOURCES
+    # Per source ("with_event": no read; "delta": the GET of the engine delta; "fetch": the snapshot):
     to_read_ns: dict[str, list[int]] = field(default_factory=dict)  # event seen -> the read starts
     read_ns: dict[str, list[int]] = field(default_factory=dict)  # the read itself
     after_read_ns: dict[str, list[int]] = field(default_factory=dict)  # read done -> value served (decrypt)
@@ -321,7 +331,11 @@ def _ms(ns: list[int]) -> list[float]:
 
 def _by_source(samples: Samples) -> dict[str, dict[str, float]]:
     """Event seen -> value served, split by how the value came; a way no value came is left out."""
-    names = {"delta": "engine_delta_redis_get", "fetch": "snapshot_fetch_http_get"}
+    names = {
+        "with_event": "engine_delta_read_with_the_event",
+        "delta": "engine_delta_redis_get",
+        "fetch": "snapshot_fetch_http_get",
+    }
     stages: dict[str, dict[str, float]] = {}
     for source, read in names.items():
         if source in samples.read_ns:
@@ -354,14 +368,15 @@ async def drive(changes: int, warmup: int) -> list[Figure]:
             "event_seen_to_value_served": summary(_ms(samples.served_ns)),
             **_by_source(samples),
         },
-        "new_value_came_by": {source: samples.sources.count(source) for source in ("delta", "fetch", "none")},
+        "new_value_came_by": {source: samples.sources.count(source) for source in SOURCES},
         "served_before_2xx": sum(1 for v in samples.full_ns if v < 0),
         "method": (
             "sequential changes, alternating blocks of 100 raw and 100 full; the driver stamps "
             "CLOCK_MONOTONIC when the PUT's 2xx status line arrives, the worker process when "
             "ctx.secrets.get() returns the new value; raw: one process XADDs a stamped entry, "
             "another (XREAD BLOCK, redis.asyncio as in the worker) stamps its arrival; new_value_came_by: "
-            "from the worker cache's counters, the engine delta (a GET in Redis) or a snapshot fetch (HTTP)"
+            "from the worker cache's counters, the engine delta (read in the XREAD's round trip, "
+            "or by a GET after it) or a snapshot fetch (HTTP)"
         ),
     }
     write_result("propagation", figures, details)

@@ -7,8 +7,9 @@ listener loses the stream, every project is dropped and nothing is kept until it
 
 An event whose effect is fully known patches the snapshot of the revision just before it
 instead of dropping it: at once for a `secret.delete` or a change to a store the engine does
-not read; for a `secret.put`, from its engine delta, read from Redis while executions wait on
-it as they would on a fetch. Anything else, or anything unexpected, drops and fetches as above.
+not read; for a `secret.put`, from its engine delta: at once when the listener read it with the
+event, else read from Redis while executions wait on it as they would on a fetch. Anything
+else, or anything unexpected, drops and fetches as above.
 """
 
 import asyncio
@@ -37,6 +38,10 @@ log = logging.getLogger("worker.snapshots")
 
 Fetch = Callable[[str, str], Awaitable[EngineSnapshot]]
 LoadDelta = Callable[[], Awaitable[EngineDelta | None]]  # the engine delta of one event, None if unreadable
+DeltaSource = EngineDelta | LoadDelta | None  # an event's engine delta: at hand, to be read, or none
+# What the listener hands over for a delta it looked for with the event and found missing or garbled:
+# it describes no event, so the put falls back to a fetch and counts as a fallback, as a failed read does.
+MISSING_DELTA = EngineDelta(project="", revision=-1)
 Outcome = tuple["Snapshot", int] | None  # (snapshot, epoch its source started at); None: a patch that failed
 MAX_FETCH_ATTEMPTS = 5
 STALE_EPOCH = -1  # never equal to a project's epoch
@@ -139,7 +144,8 @@ class SnapshotCache:
             "drops": 0,
             "fetches": 0,  # snapshots fetched from the engine endpoint
             "patches": 0,  # snapshots moved to an event's revision without a fetch
-            "deltas": 0,  # of which `secret.put`s read from their engine delta
+            "deltas": 0,  # of which `secret.put`s patched from their engine delta
+            "deltas_at_hand": 0,  # of which with the delta read together with the event
             "delta_fallbacks": 0,  # engine deltas missing or not matching their event: fetched instead
         }
 
@@ -166,7 +172,7 @@ class SnapshotCache:
         if state is not None and state.invalidate(revision):
             self.stats["invalidations"] += 1
 
-    def apply(self, event: ChangeEvent | UnknownEvent, load_delta: LoadDelta | None = None) -> None:
+    def apply(self, event: ChangeEvent | UnknownEvent, delta: DeltaSource = None) -> None:
         """What a change event does to its project: patched when its effect is fully known and the
         snapshot held is the one just before it, else dropped as `invalidate` does."""
         if isinstance(event, ProjectDeleted):
@@ -174,7 +180,7 @@ class SnapshotCache:
             return
         state = self._states.get(event.project)
         base = self._patch_base(state, event.revision) if state is not None else None
-        if state is None or base is None or not self._patch(state, base, event, load_delta):
+        if state is None or base is None or not self._patch(state, base, event, delta):
             self.invalidate(event.project, event.revision)
 
     def _patch_base(self, state: ProjectState, revision: int) -> Snapshot | None:
@@ -185,7 +191,7 @@ class SnapshotCache:
         return base if base.revision == revision - 1 else None
 
     def _patch(
-        self, state: ProjectState, base: Snapshot, event: ChangeEvent | UnknownEvent, load: LoadDelta | None
+        self, state: ProjectState, base: Snapshot, event: ChangeEvent | UnknownEvent, delta: DeltaSource
     ) -> bool:
         """Apply `event` to `base` if this kind of change can be; False (nothing done) if not.
         The epoch moves at once either way, so values read before the change are not served again."""
@@ -196,13 +202,26 @@ class SnapshotCache:
         elif isinstance(event, ENGINE_BLIND):
             state.invalidate(revision)
             state.snapshot = base.successor(revision, state.epoch)
-        elif isinstance(event, SecretPut) and load is not None:
+        elif isinstance(event, SecretPut) and delta is not None:
+            if isinstance(delta, EngineDelta):
+                return self._patch_at_once(state, base, event, delta)
             state.invalidate(revision)
-            self._start_flight(state, self._patch_from_delta(state, state.epoch, base, event, load))
+            self._start_flight(state, self._patch_from_delta(state, state.epoch, base, event, delta))
             return True
         else:
             return False
         self.stats["patches"] += 1
+        return True
+
+    def _patch_at_once(self, state: ProjectState, base: Snapshot, event: SecretPut, delta: EngineDelta) -> bool:
+        secret = written_by(delta, event)
+        if secret is None:
+            self.stats["delta_fallbacks"] += 1
+            return False
+        state.invalidate(event.revision)
+        state.snapshot = base.with_secret(secret, event.revision, state.epoch)
+        for counter in ("patches", "deltas", "deltas_at_hand"):
+            self.stats[counter] += 1
         return True
 
     async def _patch_from_delta(

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
+from redis.typing import EncodableT, FieldT
 
 from contract.engine import EngineSnapshot
 from contract.events import ChangeEvent, Event, SecretPut, UnknownEvent, encode_event
@@ -92,8 +93,13 @@ class Feed:
         listener.on_event = self.applied.append
 
     async def add(self, seq: int, event: Event | bytes, origin: bytes = ORIGIN) -> None:
+        await self.client.xadd(self.stream, self.fields(seq, event, origin))
+
+    @staticmethod
+    def fields(seq: int, event: Event | bytes, origin: bytes = ORIGIN) -> dict[FieldT, EncodableT]:
+        """A stream entry as the relay writes it."""
         payload = event if isinstance(event, bytes) else encode_event(event)
-        await self.client.xadd(self.stream, {FIELD_SEQ: str(seq), FIELD_ORIGIN: origin, FIELD_EVENT: payload})
+        return {FIELD_SEQ: str(seq), FIELD_ORIGIN: origin, FIELD_EVENT: payload}
 
     async def wait_applied(self, count: int, timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -30,17 +30,18 @@ from tests.conftest import Project
 from tests.worker.conftest import ORIGIN, CountingFetch, Feed, follow_feed, put_secret, run_listener
 from worker.context import ExecutionContext
 from worker.errors import SecretNotFound, SecretsNotLoaded
-from worker.listener import ChangeListener, DeltaReader, delta_client, listener_client
+from worker.listener import READ_AHEAD, ChangeListener, DeltaReader, delta_client, listener_client
 from worker.snapshots import ProjectState, SnapshotCache
 
 pytestmark = pytest.mark.timeout(20)
 
 
 class HeldDeltas(DeltaReader):
-    """The listener's delta reader, recording what it was asked for; `hold()` parks the next reads."""
+    """The listener's delta reader, recording the GETs it was asked for; `hold()` parks the next ones.
+    Unless a test asks for `read_ahead`, every delta is read with a GET after its event."""
 
-    def __init__(self, client: redis.Redis, streams: Streams) -> None:
-        super().__init__(client, streams)
+    def __init__(self, client: redis.Redis, streams: Streams, read_ahead: int) -> None:
+        super().__init__(client, streams, read_ahead=read_ahead)
         self.asked: list[int] = []
         self._gate: asyncio.Event | None = None
 
@@ -56,9 +57,15 @@ class HeldDeltas(DeltaReader):
 
 
 @pytest.fixture
-async def deltas(redis_url: str, streams: Streams) -> AsyncIterator[HeldDeltas]:
+def read_ahead() -> int:
+    """Deltas read with each XREAD; a test sets it with `@pytest.mark.parametrize("read_ahead", ...)`."""
+    return 0
+
+
+@pytest.fixture
+async def deltas(redis_url: str, streams: Streams, read_ahead: int) -> AsyncIterator[HeldDeltas]:
     client = delta_client(redis_url)
-    yield HeldDeltas(client, streams)
+    yield HeldDeltas(client, streams, read_ahead)
     await client.aclose()
 
 
@@ -129,13 +136,16 @@ async def landed(state: ProjectState) -> None:
 # --- secret.put ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("read_ahead", [0, READ_AHEAD], ids=["read after", "read ahead"])
 async def test_a_put_is_patched_from_its_delta_without_a_fetch(
+    read_ahead: int,
     api: TestClient,
     project: Project,
     cache: SnapshotCache,
     engine_fetch: CountingFetch,
     feed: Feed,
     streams: Streams,
+    deltas: HeldDeltas,
     loaded: Loaded,
 ) -> None:
     async with execution(cache, project) as ctx:
@@ -143,9 +153,13 @@ async def test_a_put_is_patched_from_its_delta_without_a_fetch(
         revision, written = await put_and_read(api, project, "N", "v2")
         await announce_put(feed, streams, 2, project, revision, written)
         await feed.wait_applied(1)
+        if read_ahead:  # the delta came with the event: patched as it was applied, nothing in flight
+            assert loaded.state.inflight is None and loaded.state.snapshot is not None
+            assert loaded.state.snapshot.revision == revision
         assert await ctx.secrets.get("N") == "v2"  # the next reference in a running execution
-    assert len(engine_fetch.calls) == 1
+    assert len(engine_fetch.calls) == 1 and deltas.asked == ([] if read_ahead else [2])
     assert cache.stats["deltas"] == 1 and cache.stats["delta_fallbacks"] == 0
+    assert cache.stats["deltas_at_hand"] == (1 if read_ahead else 0)
     assert loaded.state.snapshot is not None and loaded.state.snapshot.revision == revision
 
 
@@ -199,6 +213,56 @@ async def test_waiters_share_the_patch_and_no_old_value_is_served_meanwhile(
     assert len(engine_fetch.calls) == 1 and deltas.asked == [2]
 
 
+# --- deltas read with their event -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("read_ahead", [1])
+async def test_deltas_past_the_read_ahead_window_are_read_after_their_event(
+    api: TestClient,
+    project: Project,
+    cache: SnapshotCache,
+    engine_fetch: CountingFetch,
+    feed: Feed,
+    streams: Streams,
+    deltas: HeldDeltas,
+    loaded: Loaded,
+) -> None:
+    first, first_written = await put_and_read(api, project, "N", "v2")
+    second, second_written = await put_and_read(api, project, "M", "m1")
+    async with feed.client.pipeline(transaction=True) as both:  # one XREAD reads both events
+        for seq, revision, secret in ((2, first, first_written), (3, second, second_written)):
+            delta = EngineDelta(project=project.id, revision=revision, secret=secret)
+            both.set(streams.engine_delta(ORIGIN.decode(), seq), delta_encoder.encode(delta), px=60_000)
+            both.xadd(feed.stream, feed.fields(seq, put_event(seq, project, revision, secret)))
+        await both.execute()
+    await feed.wait_applied(2)
+    await landed(loaded.state)
+    async with execution(cache, project) as ctx:
+        assert (await ctx.secrets.get("N"), await ctx.secrets.get("M")) == ("v2", "m1")
+    assert deltas.asked == [3] and len(engine_fetch.calls) == 1
+    assert cache.stats["deltas_at_hand"] == 1 and cache.stats["deltas"] == 2
+
+
+@pytest.mark.parametrize("read_ahead", [READ_AHEAD])
+async def test_a_delta_missing_from_the_read_ahead_is_fetched_without_a_get(
+    api: TestClient,
+    project: Project,
+    cache: SnapshotCache,
+    engine_fetch: CountingFetch,
+    feed: Feed,
+    deltas: HeldDeltas,
+    loaded: Loaded,
+) -> None:
+    revision, written = await put_and_read(api, project, "N", "v2")
+    await feed.add(2, put_event(2, project, revision, written))  # no delta: its value was too big, say
+    await feed.wait_applied(1)
+    assert loaded.state.snapshot is None
+    async with execution(cache, project) as ctx:
+        assert await ctx.secrets.get("N") == "v2"
+    assert deltas.asked == [] and len(engine_fetch.calls) == 2
+    assert cache.stats["deltas"] == 0 and cache.stats["delta_fallbacks"] == 1
+
+
 # --- fall back to a fetch --------------------------------------------------------------------------
 
 
@@ -238,6 +302,7 @@ def bump(secret: EngineSecret, name: str = "N") -> EngineSecret:
     return EngineSecret(name=name, version=secret.version + 1, ciphertext=secret.ciphertext)
 
 
+@pytest.mark.parametrize("read_ahead", [0, READ_AHEAD], ids=["read after", "read ahead"])
 @pytest.mark.parametrize("mismatch", MISMATCHES)
 async def test_a_delta_that_does_not_describe_its_event_is_not_used(
     mismatch: str,
@@ -415,6 +480,7 @@ async def following(
 ) -> AsyncIterator[Feed]:
     """A listener on the app's own events stream, as a worker runs it."""
     client = listener_client(redis_url, block_ms=200)
+    deltas.read_ahead = READ_AHEAD  # as a worker has it
     listener = ChangeListener(client, streams.events, cache, block_ms=200, deltas=deltas)
     async for _ in run_listener(listener):
         yield Feed(redis_client, streams.events, listener)
@@ -431,4 +497,4 @@ async def test_a_put_through_the_api_reaches_a_worker_through_its_delta(
         await put_secret(api, project, "N", "v2")
         await following.wait_applied(2)
         assert await ctx.secrets.get("N") == "v2"
-    assert len(engine_fetch.calls) == 1 and cache.stats["deltas"] == 1
+    assert len(engine_fetch.calls) == 1 and cache.stats["deltas"] == cache.stats["deltas_at_hand"] == 1

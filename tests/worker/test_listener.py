@@ -153,3 +153,15 @@ async def test_losing_redis_drops_everything_and_distrusts_the_cache_until_it_is
     finally:
         await client.aclose()
         server.stop()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_events_are_read_in_order_over_either_protocol(
+    protocol: int, redis_url: str, prefix: str, redis_client: redis.Redis, cache: SnapshotCache
+) -> None:
+    """The listener reads replies as Redis sends them (RESP2 lists or RESP3 maps)."""
+    async for feed in follow_feed(f"{redis_url}?protocol={protocol}", prefix, redis_client, cache):
+        for seq in (2, 3, 4):
+            await feed.add(seq, put(f"p{seq}", seq, revision=seq))
+        await feed.wait_applied(3)
+        assert [(e.seq, e.project) for e in feed.applied] == [(2, "p2"), (3, "p3"), (4, "p4")]
