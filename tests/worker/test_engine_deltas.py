@@ -133,12 +133,32 @@ async def landed(state: ProjectState) -> None:
         await asyncio.sleep(0.002)
 
 
-# --- secret.put ------------------------------------------------------------------------------------
+@dataclass
+class Scene:
+    """What a delta test works with: the app and its project, whose N = "v1" is cached at `loaded.revision`
+    (one counted fetch), and the hand-written feed whose listener reads deltas through `deltas`."""
+
+    api: TestClient
+    project: Project
+    cache: SnapshotCache
+    engine_fetch: CountingFetch
+    feed: Feed
+    streams: Streams
+    deltas: HeldDeltas
+    loaded: Loaded
+
+    def execution(self) -> ExecutionContext:
+        return execution(self.cache, self.project)
+
+    async def put_and_read(self, name: str, value: str) -> tuple[int, EngineSecret]:
+        return await put_and_read(self.api, self.project, name, value)
+
+    async def announce_put(self, seq: int, revision: int, secret: EngineSecret) -> None:
+        await announce_put(self.feed, self.streams, seq, self.project, revision, secret)
 
 
-@pytest.mark.parametrize("read_ahead", [0, READ_AHEAD], ids=["read after", "read ahead"])
-async def test_a_put_is_patched_from_its_delta_without_a_fetch(
-    read_ahead: int,
+@pytest.fixture
+def scene(
     api: TestClient,
     project: Project,
     cache: SnapshotCache,
@@ -147,31 +167,34 @@ async def test_a_put_is_patched_from_its_delta_without_a_fetch(
     streams: Streams,
     deltas: HeldDeltas,
     loaded: Loaded,
-) -> None:
-    async with execution(cache, project) as ctx:
+) -> Scene:
+    """The fixtures above in one. `deltas` comes through here, so a test's `read_ahead` parameter still sets it."""
+    return Scene(api, project, cache, engine_fetch, feed, streams, deltas, loaded)
+
+
+# --- secret.put ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("read_ahead", [0, READ_AHEAD], ids=["read after", "read ahead"])
+async def test_a_put_is_patched_from_its_delta_without_a_fetch(read_ahead: int, scene: Scene) -> None:
+    cache, state = scene.cache, scene.loaded.state
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v1"
-        revision, written = await put_and_read(api, project, "N", "v2")
-        await announce_put(feed, streams, 2, project, revision, written)
-        await feed.wait_applied(1)
+        revision, written = await scene.put_and_read("N", "v2")
+        await scene.announce_put(2, revision, written)
+        await scene.feed.wait_applied(1)
         if read_ahead:  # the delta came with the event: patched as it was applied, nothing in flight
-            assert loaded.state.inflight is None and loaded.state.snapshot is not None
-            assert loaded.state.snapshot.revision == revision
+            assert state.inflight is None and state.snapshot is not None
+            assert state.snapshot.revision == revision
         assert await ctx.secrets.get("N") == "v2"  # the next reference in a running execution
-    assert len(engine_fetch.calls) == 1 and deltas.asked == ([] if read_ahead else [2])
+    assert len(scene.engine_fetch.calls) == 1 and scene.deltas.asked == ([] if read_ahead else [2])
     assert cache.stats["deltas"] == 1 and cache.stats["delta_fallbacks"] == 0
     assert cache.stats["deltas_at_hand"] == (1 if read_ahead else 0)
-    assert loaded.state.snapshot is not None and loaded.state.snapshot.revision == revision
+    assert state.snapshot is not None and state.snapshot.revision == revision
 
 
-async def test_an_overlap_put_patches_in_the_previous_value_too(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    streams: Streams,
-    loaded: Loaded,
-) -> None:
+async def test_an_overlap_put_patches_in_the_previous_value_too(scene: Scene) -> None:
+    api, project = scene.api, scene.project
     response = await api.put(
         f"/api/projects/{project.id}/secrets/N",
         json={"value": "v2", "previous_valid_for_s": 600},
@@ -179,111 +202,80 @@ async def test_an_overlap_put_patches_in_the_previous_value_too(
     )
     assert response.status == 200
     answer = await (await api.get(f"/api/engine/{project.id}/secrets", headers=project.engine)).json()
-    await announce_put(feed, streams, 2, project, answer["revision"], EngineSecret(**answer["secrets"][0]))
-    await feed.wait_applied(1)
-    async with execution(cache, project) as ctx:
+    await scene.announce_put(2, answer["revision"], EngineSecret(**answer["secrets"][0]))
+    await scene.feed.wait_applied(1)
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v2"
         assert await ctx.secrets.previous("N") == ["v1"]
-    assert len(engine_fetch.calls) == 1
+    assert len(scene.engine_fetch.calls) == 1
 
 
-async def test_waiters_share_the_patch_and_no_old_value_is_served_meanwhile(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    streams: Streams,
-    deltas: HeldDeltas,
-    loaded: Loaded,
-) -> None:
-    async with execution(cache, project) as running:
+async def test_waiters_share_the_patch_and_no_old_value_is_served_meanwhile(scene: Scene) -> None:
+    async with scene.execution() as running:
         assert await running.secrets.get("N") == "v1"
-        release = deltas.hold()
-        revision, written = await put_and_read(api, project, "N", "v2")
-        await announce_put(feed, streams, 2, project, revision, written)
-        await feed.wait_applied(1)
+        release = scene.deltas.hold()
+        revision, written = await scene.put_and_read("N", "v2")
+        await scene.announce_put(2, revision, written)
+        await scene.feed.wait_applied(1)
         with pytest.raises(SecretsNotLoaded):
             running.secrets.N  # noqa: B018  the cached "v1" went with the event, at once
-        waiters = [asyncio.create_task(execution(cache, project).secrets.get("N")) for _ in range(10)]
+        waiters = [asyncio.create_task(scene.execution().secrets.get("N")) for _ in range(10)]
         await asyncio.sleep(0.05)
         assert not any(w.done() for w in waiters)
         release.set()
         assert await asyncio.gather(*waiters) == ["v2"] * 10
-    assert len(engine_fetch.calls) == 1 and deltas.asked == [2]
+    assert len(scene.engine_fetch.calls) == 1 and scene.deltas.asked == [2]
 
 
 # --- deltas read with their event -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("read_ahead", [1])
-async def test_deltas_past_the_read_ahead_window_are_read_after_their_event(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    streams: Streams,
-    deltas: HeldDeltas,
-    loaded: Loaded,
-) -> None:
-    first, first_written = await put_and_read(api, project, "N", "v2")
-    second, second_written = await put_and_read(api, project, "M", "m1")
+async def test_deltas_past_the_read_ahead_window_are_read_after_their_event(scene: Scene) -> None:
+    project, feed, cache = scene.project, scene.feed, scene.cache
+    first, first_written = await scene.put_and_read("N", "v2")
+    second, second_written = await scene.put_and_read("M", "m1")
     async with feed.client.pipeline(transaction=True) as both:  # one XREAD reads both events
         for seq, revision, secret in ((2, first, first_written), (3, second, second_written)):
             delta = EngineDelta(project=project.id, revision=revision, secret=secret)
-            both.set(streams.engine_delta(ORIGIN.decode(), seq), delta_encoder.encode(delta), px=60_000)
+            both.set(scene.streams.engine_delta(ORIGIN.decode(), seq), delta_encoder.encode(delta), px=60_000)
             both.xadd(feed.stream, feed.fields(seq, put_event(seq, project, revision, secret)))
         await both.execute()
     await feed.wait_applied(2)
-    await landed(loaded.state)
-    async with execution(cache, project) as ctx:
+    await landed(scene.loaded.state)
+    async with scene.execution() as ctx:
         assert (await ctx.secrets.get("N"), await ctx.secrets.get("M")) == ("v2", "m1")
-    assert deltas.asked == [3] and len(engine_fetch.calls) == 1
+    assert scene.deltas.asked == [3] and len(scene.engine_fetch.calls) == 1
     assert cache.stats["deltas_at_hand"] == 1 and cache.stats["deltas"] == 2
 
 
 @pytest.mark.parametrize("read_ahead", [READ_AHEAD])
-async def test_a_delta_missing_from_the_read_ahead_is_fetched_without_a_get(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    deltas: HeldDeltas,
-    loaded: Loaded,
-) -> None:
-    revision, written = await put_and_read(api, project, "N", "v2")
-    await feed.add(2, put_event(2, project, revision, written))  # no delta: its value was too big, say
-    await feed.wait_applied(1)
-    assert loaded.state.snapshot is None
-    async with execution(cache, project) as ctx:
+async def test_a_delta_missing_from_the_read_ahead_is_fetched_without_a_get(scene: Scene) -> None:
+    cache = scene.cache
+    revision, written = await scene.put_and_read("N", "v2")
+    await scene.feed.add(2, put_event(2, scene.project, revision, written))  # no delta: its value was too big, say
+    await scene.feed.wait_applied(1)
+    assert scene.loaded.state.snapshot is None
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v2"
-    assert deltas.asked == [] and len(engine_fetch.calls) == 2
+    assert scene.deltas.asked == [] and len(scene.engine_fetch.calls) == 2
     assert cache.stats["deltas"] == 0 and cache.stats["delta_fallbacks"] == 1
 
 
 # --- fall back to a fetch --------------------------------------------------------------------------
 
 
-async def test_a_missing_delta_falls_back_to_one_shared_fetch(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    deltas: HeldDeltas,
-    loaded: Loaded,
-) -> None:
-    release = deltas.hold()
-    revision, written = await put_and_read(api, project, "N", "v2")
-    await feed.add(2, put_event(2, project, revision, written))  # no delta left: expired, or never set
-    await feed.wait_applied(1)
-    waiters = [asyncio.create_task(execution(cache, project).secrets.get("N")) for _ in range(5)]
+async def test_a_missing_delta_falls_back_to_one_shared_fetch(scene: Scene) -> None:
+    cache = scene.cache
+    release = scene.deltas.hold()
+    revision, written = await scene.put_and_read("N", "v2")
+    await scene.feed.add(2, put_event(2, scene.project, revision, written))  # no delta left: expired, or never set
+    await scene.feed.wait_applied(1)
+    waiters = [asyncio.create_task(scene.execution().secrets.get("N")) for _ in range(5)]
     await asyncio.sleep(0.02)
     release.set()
     assert await asyncio.gather(*waiters) == ["v2"] * 5
-    assert len(engine_fetch.calls) == 2  # each waiter fetched with its own token, through one fetch
+    assert len(scene.engine_fetch.calls) == 2  # each waiter fetched with its own token, through one fetch
     assert cache.stats["delta_fallbacks"] == 1 and cache.stats["deltas"] == 0
 
 
@@ -304,114 +296,73 @@ def bump(secret: EngineSecret, name: str = "N") -> EngineSecret:
 
 @pytest.mark.parametrize("read_ahead", [0, READ_AHEAD], ids=["read after", "read ahead"])
 @pytest.mark.parametrize("mismatch", MISMATCHES)
-async def test_a_delta_that_does_not_describe_its_event_is_not_used(
-    mismatch: str,
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    streams: Streams,
-    loaded: Loaded,
-) -> None:
-    old = await read_secret(api, project, "N")
-    revision, written = await put_and_read(api, project, "N", "v2")
-    await leave_delta(feed.client, streams, 2, MISMATCHES[mismatch](project.id, revision, old))
+async def test_a_delta_that_does_not_describe_its_event_is_not_used(mismatch: str, scene: Scene) -> None:
+    project, feed, cache = scene.project, scene.feed, scene.cache
+    old = await read_secret(scene.api, project, "N")
+    revision, written = await scene.put_and_read("N", "v2")
+    await leave_delta(feed.client, scene.streams, 2, MISMATCHES[mismatch](project.id, revision, old))
     await feed.add(2, put_event(2, project, revision, written))
     await feed.wait_applied(1)
-    async with execution(cache, project) as ctx:
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v2"
-    assert len(engine_fetch.calls) == 2
+    assert len(scene.engine_fetch.calls) == 2
     assert cache.stats["deltas"] == 0 and cache.stats["delta_fallbacks"] == 1
 
 
-async def test_a_revision_gap_drops_without_reading_a_delta(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    streams: Streams,
-    deltas: HeldDeltas,
-    loaded: Loaded,
-) -> None:
-    await put_secret(api, project, "N", "v2")  # its event never reaches this listener
-    revision, written = await put_and_read(api, project, "N", "v3")
-    await announce_put(feed, streams, 2, project, revision, written)
-    await feed.wait_applied(1)
-    assert loaded.state.snapshot is None and deltas.asked == []
-    async with execution(cache, project) as ctx:
+async def test_a_revision_gap_drops_without_reading_a_delta(scene: Scene) -> None:
+    await put_secret(scene.api, scene.project, "N", "v2")  # its event never reaches this listener
+    revision, written = await scene.put_and_read("N", "v3")
+    await scene.announce_put(2, revision, written)
+    await scene.feed.wait_applied(1)
+    assert scene.loaded.state.snapshot is None and scene.deltas.asked == []
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v3"
-    assert len(engine_fetch.calls) == 2
+    assert len(scene.engine_fetch.calls) == 2
 
 
 # --- a newer change wins -----------------------------------------------------------------------------
 
 
-async def test_a_delta_overtaken_by_a_newer_event_is_not_kept(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    streams: Streams,
-    deltas: HeldDeltas,
-    loaded: Loaded,
-) -> None:
-    release = deltas.hold()
-    revision, written = await put_and_read(api, project, "N", "v2")
-    await announce_put(feed, streams, 2, project, revision, written)
-    await feed.wait_applied(1)
-    newer, newest = await put_and_read(api, project, "N", "v3")
-    await announce_put(feed, streams, 3, project, newer, newest)  # arrives while the first delta is out
-    await feed.wait_applied(2)
+async def test_a_delta_overtaken_by_a_newer_event_is_not_kept(scene: Scene) -> None:
+    release = scene.deltas.hold()
+    revision, written = await scene.put_and_read("N", "v2")
+    await scene.announce_put(2, revision, written)
+    await scene.feed.wait_applied(1)
+    newer, newest = await scene.put_and_read("N", "v3")
+    await scene.announce_put(3, newer, newest)  # arrives while the first delta is out
+    await scene.feed.wait_applied(2)
     release.set()
-    await landed(loaded.state)
-    assert loaded.state.snapshot is None  # v2 is not put back over what the event for v3 announced
-    assert deltas.asked == [2]
-    async with execution(cache, project) as ctx:
+    await landed(scene.loaded.state)
+    assert scene.loaded.state.snapshot is None  # v2 is not put back over what the event for v3 announced
+    assert scene.deltas.asked == [2]
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v3"
-    assert len(engine_fetch.calls) == 2
+    assert len(scene.engine_fetch.calls) == 2
 
 
-async def test_a_delta_read_across_a_drop_all_is_not_kept(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    streams: Streams,
-    deltas: HeldDeltas,
-    loaded: Loaded,
-) -> None:
-    release = deltas.hold()
-    revision, written = await put_and_read(api, project, "N", "v2")
-    await announce_put(feed, streams, 2, project, revision, written)
-    await feed.wait_applied(1)
-    cache.drop_all("test: events were missed")
+async def test_a_delta_read_across_a_drop_all_is_not_kept(scene: Scene) -> None:
+    release = scene.deltas.hold()
+    revision, written = await scene.put_and_read("N", "v2")
+    await scene.announce_put(2, revision, written)
+    await scene.feed.wait_applied(1)
+    scene.cache.drop_all("test: events were missed")
     release.set()
-    await landed(loaded.state)
-    assert loaded.state.snapshot is None
-    async with execution(cache, project) as ctx:
+    await landed(scene.loaded.state)
+    assert scene.loaded.state.snapshot is None
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v2"
-    assert len(engine_fetch.calls) == 2
+    assert len(scene.engine_fetch.calls) == 2
 
 
 # --- changes patched at once -------------------------------------------------------------------------
 
 
-async def test_a_delete_is_patched_at_once_and_stops_resolving(
-    api: TestClient,
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    loaded: Loaded,
-) -> None:
+async def test_a_delete_is_patched_at_once_and_stops_resolving(scene: Scene) -> None:
+    api, project, feed, loaded = scene.api, scene.project, scene.feed, scene.loaded
     await put_secret(api, project, "KEPT", "kept")
     await feed.add(2, SecretPut(seq=2, project=project.id, revision=loaded.revision + 1, name="KEPT", version=1))
     await feed.wait_applied(1)  # no delta reachable here: dropped, fetched below
-    async with execution(cache, project) as running:
+    async with scene.execution() as running:
         assert await running.secrets.get("N") == "v1"
         response = await api.delete(f"/api/projects/{project.id}/secrets/N", headers=project.dashboard)
         assert response.status == 204
@@ -423,7 +374,7 @@ async def test_a_delete_is_patched_at_once_and_stops_resolving(
     snapshot = loaded.state.snapshot
     assert snapshot is not None and snapshot.revision == loaded.revision + 2
     assert set(snapshot.ciphertexts) == {"KEPT"}
-    assert len(engine_fetch.calls) == 2 and cache.stats["patches"] == 1
+    assert len(scene.engine_fetch.calls) == 2 and scene.cache.stats["patches"] == 1
 
 
 ENGINE_BLIND: list[type[Event]] = [FrontendVarPut, FrontendVarDeleted, WorkflowPut, WorkflowDeleted]
@@ -431,24 +382,20 @@ ENGINE_BLIND: list[type[Event]] = [FrontendVarPut, FrontendVarDeleted, WorkflowP
 
 @pytest.mark.parametrize("kind", ENGINE_BLIND, ids=lambda kind: kind.__name__)
 async def test_a_change_the_engine_does_not_read_moves_only_the_revision(
-    kind: type[FrontendVarPut],
-    project: Project,
-    cache: SnapshotCache,
-    engine_fetch: CountingFetch,
-    feed: Feed,
-    loaded: Loaded,
+    kind: type[FrontendVarPut], scene: Scene
 ) -> None:
+    loaded = scene.loaded
     before = loaded.state.snapshot
     assert before is not None
     epoch = loaded.state.epoch
-    await feed.add(2, kind(seq=2, project=project.id, revision=loaded.revision + 1, name="X", version=1))
-    await feed.wait_applied(1)
+    await scene.feed.add(2, kind(seq=2, project=scene.project.id, revision=loaded.revision + 1, name="X", version=1))
+    await scene.feed.wait_applied(1)
     after = loaded.state.snapshot
     assert after is not None and after.revision == loaded.revision + 1 and after.ciphertexts == before.ciphertexts
     assert loaded.state.epoch == epoch + 1 == after.epoch  # values read before still go with the event
-    async with execution(cache, project) as ctx:
+    async with scene.execution() as ctx:
         assert await ctx.secrets.get("N") == "v1"
-    assert len(engine_fetch.calls) == 1
+    assert len(scene.engine_fetch.calls) == 1
 
 
 OTHERS: list[Event] = [
