@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 import aiosqlite
-import redis.asyncio as redis
 from aiohttp import web
 
+from contract import redis_clients
 from contract.events import decode_event
 from contract.streams import Streams
 from contract.tasks import cancel_and_wait
@@ -114,7 +114,7 @@ def _committed(app: web.Application, entries: list[OutboxEntry]) -> None:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    client = redis.Redis.from_url(app[SETTINGS].redis_url, socket_connect_timeout=2, socket_timeout=5)
+    client = redis_clients.from_url(app[SETTINGS].redis_url, socket_connect_timeout=2, socket_timeout=5)
     app[REDIS] = client
     yield
     await client.aclose()

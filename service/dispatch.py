@@ -16,15 +16,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Final
 
 import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from contract import redis_clients
 from contract.executions import (
     FIELD_MESSAGE,
     GRANT_PREFIX,
@@ -33,7 +32,7 @@ from contract.executions import (
     ExecutionResult,
     request_encoder,
 )
-from contract.redis_batch import PipelineBatcher
+from contract.redis_batch import Command, CommandBatcher
 from service.auth import Authenticator, hash_token
 from service.errors import ApiError, NotFound, ServiceUnavailable
 from service.revisions import ProjectRevisions
@@ -75,7 +74,7 @@ class ExecutionTimeout(ApiError):
 
 
 def queue_client(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(
+    return redis_clients.from_url(
         redis_url, socket_connect_timeout=0.5, socket_timeout=QUEUE_TIMEOUT_S, retry=Retry(NoBackoff(), 0)
     )
 
@@ -95,7 +94,7 @@ class Dispatcher:
         settings: Settings,
         stream: str,
     ) -> None:
-        self._queue = PipelineBatcher(client, transaction=False, timeout_s=QUEUE_TIMEOUT_S)
+        self._queue = CommandBatcher(client, transaction=False, timeout_s=QUEUE_TIMEOUT_S)
         self._stream, self._maxlen = stream, settings.executions_maxlen
         self._writer, self._revisions, self._grants = writer, revisions, grants
         self._timeout_s = settings.hook_timeout_s
@@ -228,16 +227,15 @@ class Dispatcher:
     async def _enqueue(self, request: ExecutionRequest) -> None:
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT_S):
-                await self._queue.run(partial(self._add_request, request_encoder.encode(request)))
+                await self._queue.run(self._request_command(request_encoder.encode(request)))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("execution %s not queued: executions stream unavailable (%s)", request.id, type(exc).__name__)
             message = "the execution queue is unavailable; try again shortly"
             await self._writer.submit(finish_unrun(request.id, "failed", "queue_unavailable", message))
             raise QueueUnavailable(message) from None
 
-    def _add_request(self, message: bytes, pipe: Pipeline) -> None:
-        fields: Any = {FIELD_MESSAGE: message}
-        pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
+    def _request_command(self, message: bytes) -> Command:
+        return ("XADD", self._stream, "MAXLEN", "~", self._maxlen, "*", FIELD_MESSAGE, message)
 
     async def _wait(self, request: ExecutionRequest, answers: "set[asyncio.Future[Any]]") -> Outcome:
         timeout_s = max(0.0, request.deadline - time.time())

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from contract import redis_clients
 from contract.executions import FIELD_MESSAGE, RESULTS_GROUP, Report, ResultReport, StartedReport, report_decoder
 from contract.groups import ensure_group
 from contract.tasks import cancel_and_wait
@@ -45,7 +46,7 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 def results_client(redis_url: str) -> redis.Redis:
     """Its own connection: the blocking read stays well under the socket timeout, and a failure
     reaches the read loop (retries off) instead of stalling it."""
-    return redis.Redis.from_url(
+    return redis_clients.from_url(
         redis_url, socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 4, retry=Retry(NoBackoff(), 0)
     )
 

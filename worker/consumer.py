@@ -15,12 +15,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from contract.executions import (
@@ -40,7 +38,7 @@ from contract.executions import (
 )
 from contract.groups import ensure_group
 from contract.logs import EXECUTION_ID
-from contract.redis_batch import PipelineBatcher
+from contract.redis_batch import Command, CommandBatcher
 from contract.tasks import cancel_and_wait
 from worker.engine_client import EngineApiError, ExecutionApi, ExecutionFinished, ExecutionUnknown
 
@@ -73,7 +71,7 @@ class ExecutionConsumer:
     ) -> None:
         self._redis, self._stream, self._results, self.name = client, stream, results_stream, name
         # Hand-overs of executions that finish together share one MULTI (one write, one read).
-        self._hand_overs = PipelineBatcher(client, transaction=True, timeout_s=HAND_OVER_TIMEOUT_S)
+        self._hand_overs = CommandBatcher(client, transaction=True, timeout_s=HAND_OVER_TIMEOUT_S)
         self._api, self._run = api, run
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
@@ -218,7 +216,7 @@ class ExecutionConsumer:
         give_up = request.deadline + RECORD_GRACE_S
         while True:
             try:
-                await self._hand_overs.run(partial(self._add_hand_over, message_id, report))
+                await self._hand_overs.run(*self._hand_over_commands(message_id, report))
                 return
             except (RedisError, OSError) as exc:
                 if time.time() > give_up:
@@ -226,9 +224,13 @@ class ExecutionConsumer:
                     return
                 await asyncio.sleep(RECORD_RETRY_S)
 
-    def _add_hand_over(self, message_id: bytes, report: ResultReport, pipe: Pipeline) -> None:
-        pipe.xadd(self._results, self._fields(report), maxlen=RESULTS_MAXLEN, approximate=True)
-        pipe.xack(self._stream, EXECUTIONS_GROUP, message_id)
+    def _hand_over_commands(self, message_id: bytes, report: ResultReport) -> tuple[Command, Command]:
+        """The result in and the request out, in one MULTI (the batcher's)."""
+        message = report_encoder.encode(report)
+        return (
+            ("XADD", self._results, "MAXLEN", "~", RESULTS_MAXLEN, "*", FIELD_MESSAGE, message),
+            ("XACK", self._stream, EXECUTIONS_GROUP, message_id),
+        )
 
     @staticmethod
     def _fields(report: Report) -> Any:

@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
+from contract import redis_clients
 from contract.engine import EngineDelta, delta_decoder
 from contract.events import ChangeEvent, SecretPut, UnknownEvent, decode_event
 from contract.streams import FIELD_EVENT, FIELD_ORIGIN, FIELD_SEQ, Streams
@@ -46,7 +47,7 @@ READ_AHEAD = 8  # engine deltas asked for with each XREAD: one change at a time 
 
 
 def listener_client(redis_url: str, block_ms: int) -> redis.Redis:
-    return redis.Redis.from_url(
+    return redis_clients.from_url(
         redis_url,
         socket_connect_timeout=2,
         socket_timeout=block_ms / 1000 + 4,
@@ -56,7 +57,7 @@ def listener_client(redis_url: str, block_ms: int) -> redis.Redis:
 
 def delta_client(redis_url: str) -> redis.Redis:
     """For engine deltas: no retries and short timeouts, since a fetch is the fallback."""
-    return redis.Redis.from_url(
+    return redis_clients.from_url(
         redis_url,
         socket_connect_timeout=DELTA_TIMEOUT_S,
         socket_timeout=DELTA_TIMEOUT_S,
