@@ -72,7 +72,8 @@ def _oldest_age(relay: OutboxRelay | None) -> float:
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        labels = ("method", "route", "status")
+        labels = ("method", "route", "status")  # bounded: known methods, route patterns, statuses
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             f"{PREFIX}_http_requests", "HTTP requests answered, by route and status.", labels, registry=self.registry
         )
@@ -100,8 +101,14 @@ class ServiceMetrics:
         ProcessCollector(registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
-        self.requests.labels(method, route, status).inc()
-        self.latency.labels(method, route, status).observe(seconds)
+        series = self._series.get((method, route, status))
+        if series is None:  # labels() checks and locks on every call: each series is looked up once
+            series = self._series[(method, route, status)] = (
+                self.requests.labels(method, route, status),
+                self.latency.labels(method, route, status),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -74,6 +74,8 @@ def _record(request: web.Request, status: str, seconds: float, response: web.Str
     route, milliseconds = route_label(request), round(seconds * 1000, 3)
     method = request.method if request.method in KNOWN_METHODS else "OTHER"
     request.app[METRICS].observe_request(method, route, status, seconds)
+    if not access_log.isEnabledFor(logging.INFO):
+        return
     fields: dict[str, object] = {"method": request.method, "route": route, "status": int(status)}
     fields["duration_ms"] = milliseconds
     execution = response.headers.get(EXECUTION_HEADER) if response is not None else None

@@ -13,17 +13,20 @@ and acked; one it could not commit (a busy or failing database) stays pending an
 
 import asyncio
 import logging
-from typing import Final, cast
+from typing import Final
 
 import msgspec
 import redis.asyncio as redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from contract import redis_clients
 from contract.executions import FIELD_MESSAGE, RESULTS_GROUP, Report, ResultReport, StartedReport, report_decoder
 from contract.groups import ensure_group
+from contract.stream_reads import Entry, own_connection, read_entries
 from contract.tasks import cancel_and_wait
 from service.auth import hash_token
 from service.dispatch import Dispatcher
@@ -39,8 +42,6 @@ MAX_BATCHES_IN_HAND: Final = 32
 BLOCK_MS: Final = 1000
 BACKOFF_START_S: Final = 0.05
 BACKOFF_MAX_S: Final = 2.0
-
-Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 def results_client(redis_url: str) -> redis.Redis:
@@ -72,10 +73,11 @@ class ResultsReader:
             try:
                 await self._ensure_group()
                 await self._settle_recording()
-                await self._read_pending()
-                backoff = BACKOFF_START_S
-                while not self._read_again:
-                    await self._read_new()
+                async with own_connection(self._redis) as connection:
+                    await self._read_pending(connection)
+                    backoff = BACKOFF_START_S
+                    while not self._read_again:
+                        await self._read_new(connection)
             except (RedisError, OSError) as exc:
                 log.warning("results stream unavailable (%s); retrying", type(exc).__name__)
             await asyncio.sleep(backoff)  # after a failure, or a report that must be read again
@@ -90,19 +92,19 @@ class ResultsReader:
     async def _ensure_group(self) -> None:
         await ensure_group(self._redis, self._stream, RESULTS_GROUP)
 
-    async def _read_pending(self) -> None:
+    async def _read_pending(self, connection: Connection) -> None:
         """Reports read before (by an earlier run of the service, or kept for a retry)."""
         after = b"0"
-        while entries := await self._read(after, block=None):
+        while entries := await self._read(connection, after):
             await self._record_all(entries)
             after = entries[-1][0]
 
-    async def _read_new(self) -> None:
+    async def _read_new(self, connection: Connection) -> None:
         """The next reports; they are written (and acked) while the next read waits, so a slow
         commit does not hold back the answers of the results behind it."""
         if len(self._recording) >= MAX_BATCHES_IN_HAND:
             await asyncio.wait(self._recording, return_when=asyncio.FIRST_COMPLETED)
-        entries = await self._read(b">", block=BLOCK_MS)
+        entries = await self._read(connection, b">", "BLOCK", BLOCK_MS)
         if entries:
             task = asyncio.create_task(self._record_batch(entries))
             self._recording.add(task)
@@ -116,12 +118,12 @@ class ResultsReader:
             log.warning("results not acked (%s); they will be read again", type(exc).__name__)
             self._read_again = True
 
-    async def _read(self, after: bytes, block: int | None) -> list[Entry]:
-        reply = await self._redis.xreadgroup(
-            RESULTS_GROUP, CONSUMER, {self._stream: after}, count=READ_COUNT, block=block
-        )
-        streams = cast(list[tuple[bytes, list[Entry]]], reply or [])
-        return [entry for entry in streams[0][1] if entry[1]] if streams else []
+    async def _read(self, connection: Connection, after: bytes, *block: EncodableT) -> list[Entry]:
+        """Reports after `after` (b">": new ones), waiting as `block` says (nothing: not at all)."""
+        return await read_entries(
+            connection, "XREADGROUP", "GROUP", RESULTS_GROUP, CONSUMER, "COUNT", READ_COUNT, *block,
+            "STREAMS", self._stream, after,
+        )  # fmt: skip
 
     async def _record_all(self, entries: list[Entry]) -> bool:
         done = await asyncio.gather(*(self._record(fields) for _id, fields in entries))

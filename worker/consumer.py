@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import msgspec
 import redis.asyncio as redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from contract.executions import (
@@ -39,13 +40,13 @@ from contract.executions import (
 from contract.groups import ensure_group
 from contract.logs import EXECUTION_ID
 from contract.redis_batch import Command, CommandBatcher
+from contract.stream_reads import Entry, own_connection, read_entries
 from contract.tasks import cancel_and_wait
 from worker.engine_client import EngineApiError, ExecutionApi, ExecutionFinished, ExecutionUnknown
 
 log = logging.getLogger("worker.consumer")
 
 Run = Callable[[ExecutionRequest, int], Awaitable[ExecutionResult]]
-Entry = tuple[bytes, dict[bytes, bytes]]
 RECORD_RETRY_S = 0.2
 HAND_OVER_TIMEOUT_S = 5.0
 RECORD_GRACE_S = 30.0
@@ -95,20 +96,23 @@ class ExecutionConsumer:
             await cancel_and_wait(keepalive)
 
     async def _consume(self) -> None:
-        next_reclaim, group_ready = 0.0, False
         while not self._stopping.is_set():
             try:
-                if not group_ready:
-                    await self.ensure_group()
-                    group_ready = True
-                if time.monotonic() >= next_reclaim:
-                    await self._reclaim()
-                    next_reclaim = time.monotonic() + self._reclaim_after_ms / 3000
-                await self._read()
+                await self.ensure_group()
+                async with own_connection(self._redis) as connection:
+                    await self._consume_on(connection)
             except (RedisError, OSError) as exc:
                 log.warning("executions stream unavailable (%s); retrying", type(exc).__name__)
-                group_ready = False
                 await asyncio.sleep(0.5)
+
+    async def _consume_on(self, connection: Connection) -> None:
+        """Read and reclaim until stopped; a Redis failure ends it (the group is then ensured again)."""
+        next_reclaim = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() >= next_reclaim:
+                await self._reclaim()
+                next_reclaim = time.monotonic() + self._reclaim_after_ms / 3000
+            await self._read(connection)
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Read nothing new; wait for the executions in hand to finish."""
@@ -116,17 +120,17 @@ class ExecutionConsumer:
         if self._running:
             await asyncio.wait(self._running, timeout=timeout_s)
 
-    async def _read(self) -> None:
+    async def _read(self, connection: Connection) -> None:
         await self._slots.acquire()  # read only when a slot is free: what we read, we run
         self._slots.release()
         free = max(1, self._concurrency - len(self._running))
-        reply = await self._redis.xreadgroup(
-            EXECUTIONS_GROUP, self.name, {self._stream: ">"}, count=free, block=self._block_ms
-        )
-        for _stream, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
-            for entry in entries:
-                self._spawn(entry, reclaimed=False)
-        if reply:
+        entries = await read_entries(
+            connection, "XREADGROUP", "GROUP", EXECUTIONS_GROUP, self.name, "COUNT", free, "BLOCK", self._block_ms,
+            "STREAMS", self._stream, ">",
+        )  # fmt: skip
+        for entry in entries:
+            self._spawn(entry, reclaimed=False)
+        if entries:
             await asyncio.sleep(0)  # let what was read start before the next read goes out
 
     async def _reclaim(self) -> None:

@@ -115,10 +115,18 @@ class WorkerMetrics:
         )
         self.registry.register(WorkerCollector(worker))
         ProcessCollector(registry=self.registry)
+        # status -> its counter and histogram: `labels()` checks and locks on every call, and the
+        # child it returns for a status stays the same for the registry's life.
+        self._by_status: dict[str, tuple[Counter, Histogram]] = {}
 
     def observe_execution(self, status: str, seconds: float) -> None:
-        self.executions.labels(status).inc()
-        self.duration.labels(status).observe(seconds)
+        count, duration = self._by_status.get(status) or self._labelled(status)
+        count.inc()
+        duration.observe(seconds)
+
+    def _labelled(self, status: str) -> tuple[Counter, Histogram]:
+        children = self._by_status[status] = (self.executions.labels(status), self.duration.labels(status))
+        return children
 
     def timed(self, run: Run) -> Run:
         """`run`, counted and logged by the status of its result ("error" when it raises)."""

@@ -23,11 +23,21 @@ async def render_string(template: str, resolve: Resolve) -> Any:
     return "".join(pieces)
 
 
+def _needs_rendering(value: Any) -> bool:
+    """A string with `${`, or a dict or list that may hold one: anything else renders as itself."""
+    return isinstance(value, (dict, list)) or (isinstance(value, str) and "${" in value)
+
+
 async def render(config: Any, resolve: Resolve) -> Any:
+    """`config` with its expressions rendered; dicts and lists are copies, even with none inside."""
     if isinstance(config, str):
         return await render_string(config, resolve) if "${" in config else config
-    if isinstance(config, dict):
-        return {key: await render(value, resolve) for key, value in config.items()}
-    if isinstance(config, list):
-        return [await render(value, resolve) for value in config]
-    return config
+    if not isinstance(config, (dict, list)):
+        return config
+    # A copy whose items are rendered in place by a loop: a comprehension holding an `await` is a
+    # coroutine of its own (Python 3.11), and items that render as themselves cost no coroutine.
+    rendered = config.copy()
+    for key, value in config.items() if isinstance(config, dict) else enumerate(config):
+        if _needs_rendering(value):
+            rendered[key] = await render(value, resolve)
+    return rendered

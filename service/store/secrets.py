@@ -22,6 +22,7 @@ from service.store.writer import Operation, Transaction
 
 STORE = "secret"  # the store name sealed into each value's binding
 PREVIOUS_MAX_S: Final = 7 * 86_400  # the longest overlap window a put may ask for
+LAST_USED_RESOLUTION_S: Final = 1.0  # how stale `last_used_at` may be (see mark_used)
 
 
 class SecretMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,9 +243,12 @@ def purge_expired_previous(now: float) -> Operation[int]:
     return operation
 
 
-async def mark_used(tx: Transaction, project_id: str, names: set[str], at: str) -> None:
-    """Stamp `last_used_at` on secrets an execution read (bookkeeping: no revision, no event)."""
+async def mark_used(tx: Transaction, project_id: str, names: set[str], at: float) -> None:
+    """Stamp `last_used_at` on secrets an execution read (bookkeeping: no revision, no event).
+    A stamp younger than LAST_USED_RESOLUTION_S stays: under load every execution reads the same
+    secrets, and rewriting their rows each time costs the writer more than the stamp is worth."""
     await tx.conn.executemany(
-        "UPDATE secrets SET last_used_at = ? WHERE project_id = ? AND name = ?",
-        [(at, project_id, name) for name in sorted(names)],
+        "UPDATE secrets SET last_used_at = ? WHERE project_id = ? AND name = ? "
+        "AND (last_used_at IS NULL OR last_used_at < ?)",
+        [(rfc3339(at), project_id, name, rfc3339(at - LAST_USED_RESOLUTION_S)) for name in sorted(names)],
     )

@@ -8,6 +8,7 @@ An execution's reads (which node read which secret or credential, reported by th
 result) become audit entries and stamp `last_used_at`, in the transaction that records the result.
 """
 
+import time
 from typing import Final
 
 import msgspec
@@ -15,7 +16,6 @@ import msgspec
 from contract.executions import SecretRead
 from contract.workflows import CODE_NODE_TYPES, Workflow
 from service.actor import Actor
-from service.clock import now_rfc3339
 from service.store.audit import NewEntry
 from service.store.db import fetch_all
 from service.store.secrets import mark_used
@@ -88,4 +88,4 @@ async def record_reads(
         )
     secrets = {read.name for read in distinct if read.kind == "secret"}
     if secrets:
-        await mark_used(tx, project_id, secrets, now_rfc3339())
+        await mark_used(tx, project_id, secrets, time.time())

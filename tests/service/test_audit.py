@@ -15,6 +15,7 @@ from contract.executions import ExecutionResult, NodeRecord, SecretRead
 from contract.streams import Streams
 from service.refusals import RefusalLimiter
 from service.settings import Settings
+from service.store import secrets as secrets_store
 from tests.conftest import CreateProject, Project, admin_headers, bearer
 from tests.service.fake_worker import FakeWorker
 from tests.service.test_hooks_api import WORKFLOW
@@ -124,6 +125,35 @@ async def test_engine_reads_are_logged_and_stamp_last_used_at(
     meta = await (await api.get(f"{base}/secrets/STRIPE_KEY", headers=project.dashboard)).json()
     used = assert_rfc3339_utc(meta["last_used_at"])
     assert abs(used.timestamp() - time.time()) < 10
+
+
+@pytest.mark.parametrize(("resolution_s", "moves"), [(60.0, False), (0.0, True)])
+async def test_last_used_at_is_rewritten_at_most_once_per_resolution(
+    resolution_s: float,
+    moves: bool,
+    api: TestClient,
+    project: Project,
+    redis_client: redis.Redis,
+    streams: Streams,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every read is audited; the secret's row is stamped again only once its stamp is older."""
+    monkeypatch.setattr(secrets_store, "LAST_USED_RESOLUTION_S", resolution_s)
+    base = f"/api/projects/{project.id}"
+    await api.put(f"{base}/secrets/STRIPE_KEY", json={"value": canary()}, headers=project.dashboard)
+    await api.put(f"{base}/workflows/stripe", json=WORKFLOW, headers=project.dashboard)
+    reads = [SecretRead(node_id="verify", name="STRIPE_KEY")]
+    stamps = []
+    async with FakeWorker(api, redis_client, streams.executions).serving(
+        lambda _: ExecutionResult(status="succeeded", worker="fake", reads=reads)
+    ):
+        for _ in range(2):
+            response = await api.post(f"{base}/workflows/stripe/executions", json={}, headers=project.dashboard)
+            assert response.status == 201, await response.text()
+            meta = await (await api.get(f"{base}/secrets/STRIPE_KEY", headers=project.dashboard)).json()
+            stamps.append(meta["last_used_at"])
+    assert (stamps[1] != stamps[0]) is moves
+    assert len((await audit(api, project, actor="engine"))["entries"]) == 2
 
 
 async def test_refused_requests_are_logged_with_what_is_known(

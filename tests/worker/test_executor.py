@@ -198,3 +198,33 @@ async def test_code_with_js_template_literals_runs() -> None:
     node = {"id": "js", "type": "javascript_code", "config": {"code": code}}
     result = await run_workflow(Store(), [node], ExecutionInput(body={"who": "you"}))
     assert (result.status, result.output) == ("succeeded", "hello you")
+
+
+async def test_a_verified_webhook_reply_is_masked_in_every_form_and_the_rest_kept() -> None:
+    import hashlib
+    import hmac
+    import time
+    from urllib.parse import quote
+
+    key = "whsec_a/b+c=d " + "5e" * 12
+    body = b'{"id":"evt_1","type":"payment_intent.succeeded"}'
+    t = int(time.time())
+    signature = hmac.new(key.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    data = ExecutionInput(
+        headers={"stripe-signature": f"t={t},v1={signature}"}, raw_body=base64.b64encode(body).decode()
+    )
+    forms = [base64.b64encode(key.encode()).decode(), quote(key, safe=""), json.dumps(key)]
+    reply = {"received": True, "echo": "${ secrets.SIGNING }", "forms": forms, "note": "ok", "n": [1, None]}
+    nodes = [
+        {"id": "verify", "type": "verify_webhook", "config": {"scheme": "stripe", "secret": "${ secrets.SIGNING }"}},
+        {"id": "reply", "type": "respond", "config": {"status": 200, "body": reply}},
+    ]
+    store = Store()
+    store.put("SIGNING", key)
+    result = await run_workflow(store, nodes, data)
+    assert result.status == "succeeded", result.error
+    assert result.nodes[0].output == {"verified": True, "scheme": "stripe", "timestamp": t}
+    assert result.response is not None and result.response.body == {
+        "received": True, "echo": "***", "forms": ["***", "***", '"***"'], "note": "ok", "n": [1, None],
+    }  # fmt: skip
+    assert "5e5e" not in json.dumps(msgspec.to_builtins(result))

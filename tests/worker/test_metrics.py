@@ -109,6 +109,22 @@ async def test_executions_are_counted_by_status() -> None:
     assert samples["backend_secrets_worker_cache_hits_total"] == 0  # not started: zeros, no error
 
 
+def test_each_registry_counts_its_own_executions_by_status() -> None:
+    first, second = WorkerMetrics(Idle()), WorkerMetrics(Idle())
+    for status in ("succeeded", "failed", "succeeded"):
+        first.observe_execution(status, 0.25)
+    second.observe_execution("succeeded", 0.5)
+    one, two = _samples(first), _samples(second)
+    assert (
+        one["backend_secrets_worker_executions_total|succeeded"],
+        one["backend_secrets_worker_executions_total|failed"],
+    ) == (2, 1)
+    assert one["backend_secrets_worker_execution_duration_seconds_sum|succeeded"] == 0.5
+    assert two["backend_secrets_worker_executions_total|succeeded"] == 1
+    assert "backend_secrets_worker_executions_total|failed" not in two
+    assert two["backend_secrets_worker_execution_duration_seconds_sum|succeeded"] == 0.5
+
+
 async def test_the_server_answers_metrics_and_health(worker: Worker) -> None:
     port = free_port()
     async with (

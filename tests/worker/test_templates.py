@@ -80,3 +80,28 @@ async def test_a_resolver_error_propagates_unchanged() -> None:
 
     with pytest.raises(Missing, match="GONE"):
         await render({"a": "x ${ secrets.GONE } y"}, resolve)
+
+
+async def test_expressions_beside_plain_items_in_lists_and_nested_dicts_are_rendered_in_order() -> None:
+    resolve = Resolver({("secrets", "A"): "a-1", ("secrets", "B"): {"deep": True}})
+    config = {
+        "n": 1,
+        "list": [None, "${ secrets.A }", 2.5, {"k": "x-${ secrets.A }", "b": False}, ["${ secrets.B }"], "$${ lit }"],
+        "plain": "no expression $ { here }",
+        "last": "${ secrets.B }",
+    }
+    assert await render(config, resolve) == {
+        "n": 1,
+        "list": [None, "a-1", 2.5, {"k": "x-a-1", "b": False}, [{"deep": True}], "${ lit }"],
+        "plain": "no expression $ { here }",
+        "last": {"deep": True},
+    }
+    assert resolve.calls == [("secrets", ("A",)), ("secrets", ("A",)), ("secrets", ("B",)), ("secrets", ("B",))]
+
+
+async def test_a_config_without_expressions_comes_back_as_an_equal_copy() -> None:
+    config: dict[str, Any] = {"status": 200, "body": {"received": True, "tags": ["a", 1, None]}}
+    rendered = await render(config, Resolver({}))
+    assert rendered == config
+    assert rendered is not config and rendered["body"] is not config["body"]
+    assert rendered["body"]["tags"] is not config["body"]["tags"]
