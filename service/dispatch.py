@@ -3,8 +3,11 @@
 The service is one process, so a caller's wait is a future keyed by execution id, resolved
 right after the writer records the result (service.results reads them from the results stream).
 Requests go out in batches (contract.redis_batch) on a Redis client of their own, with short
-socket timeouts, no retries and a hard deadline around each XADD: while Redis is down a request
-fails within about a second with 503 `queue_unavailable`, and the event loop is never held up.
+socket timeouts, no retries and a hard deadline around each batch: while Redis is down a request
+fails within about a second or two with 503 `queue_unavailable`, and the event loop is never held
+up. A batch is one MULTI: Redis wakes a blocked worker once the whole batch is in the stream, so
+it reads all of it (without, the first XADD wakes it for one entry; measured: 10% more worker CPU
+per execution with two workers).
 """
 
 import asyncio
@@ -114,7 +117,7 @@ class Dispatcher:
         settings: Settings,
         stream: str,
     ) -> None:
-        self._queue = CommandBatcher(client, transaction=False, timeout_s=QUEUE_TIMEOUT_S)
+        self._queue = CommandBatcher(client, transaction=True, timeout_s=QUEUE_TIMEOUT_S)
         self._stream, self._maxlen = stream, settings.executions_maxlen
         self._writer, self._revisions, self._grants = writer, revisions, grants
         self._timeout_s = settings.hook_timeout_s
