@@ -125,7 +125,9 @@ class Dispatcher:
         self._retention = Retention(keep=settings.executions_keep, max_age_s=settings.executions_max_age_s)
         self._upkeep = Upkeep(self._retention)
         self._waiters: dict[str, _Waiter] = {}
-        self._recording: dict[str, tuple[str, asyncio.Event]] = {}  # execution id -> (project, committed)
+        # execution id -> (project, its write committed): rows being created, results being recorded
+        self._creating: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._recording: dict[str, tuple[str, asyncio.Future[Any]]] = {}
 
     @property
     def waiting(self) -> int:
@@ -203,12 +205,17 @@ class Dispatcher:
         )
         self._grants.minted(grant_hash, request.id, request.project)
         creating = self._writer.submit_nowait(create_execution(new), durable=False)
-        creating.add_done_callback(lambda _: self._grants.written(grant_hash))
+        self._creating[request.id] = (request.project, creating)
+        creating.add_done_callback(lambda _: self._created(request.id, grant_hash))
         due = self._upkeep.due(request.project)
         if due is not None:
             upkeep = maintain_executions(due.prune, self._retention, time_out=due.time_out)
             self._writer.submit_nowait(upkeep, durable=False).add_done_callback(log_upkeep_failure)
         return creating
+
+    def _created(self, execution_id: str, grant_hash: bytes) -> None:
+        self._creating.pop(execution_id, None)
+        self._grants.written(grant_hash)
 
     def reported(self, execution_id: str, grant_hash: bytes, result: ExecutionResult) -> None:
         """A worker reported a result with the execution's grant: a webhook waiting for it is
@@ -226,27 +233,29 @@ class Dispatcher:
     @contextmanager
     def recording(self, execution_id: str, project: str) -> Iterator[None]:
         """Around the write of a reported result: reads of that execution wait for it."""
-        committed = asyncio.Event()
+        committed = _future()
         self._recording[execution_id] = (project, committed)
         try:
             yield
         finally:
-            committed.set()
+            _answer(committed, None)
             if self._recording.get(execution_id, (None, committed))[1] is committed:
                 del self._recording[execution_id]
 
     async def settled(self, project: str, execution_id: str | None = None) -> None:
         """Wait (briefly) for results of `project` reported but not yet written, so a caller that
-        was answered reads the record of its answer."""
+        was answered reads the record of its answer; with `execution_id`, also for that execution's
+        row if it is being created (a worker may run it before its row is committed)."""
         pending = [
-            committed.wait()
+            committed
             for key, (owner, committed) in list(self._recording.items())
             if owner == project and execution_id in (None, key)
         ]
+        creating = self._creating.get(execution_id) if execution_id is not None else None
+        if creating is not None and creating[0] == project:
+            pending.append(creating[1])
         if pending:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SETTLE_TIMEOUT_S):
-                    await asyncio.gather(*pending)
+            await asyncio.wait(pending, timeout=SETTLE_TIMEOUT_S)
 
     async def _enqueue(self, request: ExecutionRequest) -> None:
         try:  # the batch times out after QUEUE_TIMEOUT_S (one behind a stuck batch waits for it first)

@@ -9,7 +9,7 @@ caches are dropped, and the blocking read stays well under the socket timeout.
 
 The relay leaves an engine delta beside each `secret.put` event (service.relay), so the cache
 patches a snapshot instead of fetching it again (worker.snapshots). Each XREAD goes out in one
-pipeline with an MGET of the deltas of the next few sequence numbers: Redis runs that MGET only
+write with an MGET of the deltas of the next few sequence numbers: Redis runs that MGET only
 once the XREAD returns, and the relay sets a delta before its event's XADD, so the deltas of the
 events just read come back in the same round trip, ready to patch with no further wait. A delta
 beyond that window (a burst) is read with a GET on a second connection with short timeouts.

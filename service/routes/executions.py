@@ -88,6 +88,7 @@ async def get_execution(request: web.Request) -> web.Response:
     execution_id = request.match_info["id"]
     if len(execution_id) > ID_MAX:
         raise store.execution_not_found(execution_id[:ID_MAX])
+    await request.app[DISPATCH].settled(project_id, execution_id)  # its row may be on its way
     return json_response(await store.get_execution(request.app[READER], project_id, execution_id))
 
 

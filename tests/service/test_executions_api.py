@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import dataclasses
+import threading
 import time
 
 import pytest
@@ -12,7 +13,9 @@ from aiohttp.test_utils import TestClient
 from contract.executions import ExecutionRequest, ExecutionResult
 from contract.streams import Streams
 from service.settings import Settings
+from service.state import WRITER
 from service.store.executions import Retention
+from service.store.writer import Transaction
 from service.upkeep import UPKEEP_INTERVAL_S, Upkeep, UpkeepPass
 from tests.conftest import CreateProject, Project, bearer
 from tests.service.fake_worker import FakeWorker, grant_headers
@@ -68,6 +71,32 @@ async def test_dashboard_run_returns_the_finished_record(
     assert "authorization" not in request.input.headers  # the dashboard token never reaches a workflow
     fetched = await api.get(executions_url(project, record["id"]), headers=project.dashboard)
     assert await fetched.json() == record
+
+
+async def test_an_execution_read_while_its_row_is_being_written_waits_for_it(
+    api: TestClient, project: Project, run_url: str, worker: FakeWorker
+) -> None:
+    """A worker may hold the request before its row commits; a read of it in that moment waits."""
+    release = threading.Event()
+
+    async def hold_the_writer(tx: Transaction) -> None:
+        release.wait(5)  # on the writer's thread: what is queued behind it waits
+
+    held = asyncio.ensure_future(api.app[WRITER].submit(hold_the_writer, durable=False))
+    try:
+        run = asyncio.create_task(api.post(run_url, json={"n": 1}, headers=project.dashboard))
+        request = await worker.next_request()  # queued to Redis; its row waits behind the held writer
+        read = asyncio.create_task(api.get(executions_url(project, request.id), headers=project.dashboard))
+        await asyncio.sleep(0.1)
+        assert not read.done()
+    finally:
+        release.set()
+    response = await read
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "queued"
+    await worker.run_one(lambda _: succeeded({"ok": 1}), request)
+    assert (await run).status == 201
+    await held
 
 
 async def test_a_failed_run_is_still_a_201_record(
