@@ -3,7 +3,8 @@ out in the next, one write and one read for all of it (the writer's group commit
 
 Each caller hands over its commands and waits for that batch only. With `transaction=True` a
 batch is one MULTI/EXEC, so each caller's commands still go in all or none. When a batch fails,
-every caller in it gets the same error and decides what to do.
+every caller in it gets the same error and decides what to do; when it times out (Redis hangs),
+so does every caller queued behind it, so nobody waits longer than one timeout.
 
 Batches go straight on a connection of the client's pool, packed once: a redis-py pipeline
 object costs ~50 µs more per batch (measured), and each execution goes through two batches.
@@ -38,7 +39,9 @@ class CommandBatcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                await self._send(batch)
+                batch = [entry for entry in batch if not entry[1].done()]  # a caller that gave up is not sent
+                if batch:
+                    await self._send(batch)
         finally:
             self._sender = None
 
@@ -48,6 +51,8 @@ class CommandBatcher:
             async with asyncio.timeout(self._timeout_s):
                 await self._exchange([("MULTI",), *commands, ("EXEC",)] if self._transaction else commands)
         except Exception as exc:  # handed to every caller of the batch
+            if isinstance(exc, TimeoutError):  # Redis hangs: each batch queued behind would wait it out too
+                batch, self._pending = batch + self._pending, []
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -6,6 +6,7 @@ Every execution sends several commands from each program, so both pack with hire
 (`rediss://`) or Unix socket URL keeps redis-py's own connection classes.
 """
 
+import codecs
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -18,8 +19,15 @@ from redis.typing import EncodableT
 class HiredisPackedConnection(Connection):
     """A TCP connection whose commands are packed by hiredis (the same bytes as redis-py's)."""
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        encoder = self.encoder
+        self._utf8_strict = codecs.lookup(encoder.encoding).name == "utf-8" and encoder.encoding_errors == "strict"
+
     def pack_command(self, *args: EncodableT) -> list[bytes]:
         name = args[0]
+        if not self._utf8_strict:  # hiredis encodes text as strict UTF-8 only
+            return super().pack_command(*args)
         if isinstance(name, str | bytes) and name.split()[1:]:
             return super().pack_command(*args)  # "XINFO STREAM": redis-py splits the words
         try:

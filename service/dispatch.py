@@ -91,6 +91,10 @@ class _GrantRandomness:
     def __init__(self) -> None:
         self._pool, self._used = b"", 0
 
+    def forget(self) -> None:
+        """Drop what was read ahead (the next grant reads afresh)."""
+        self._pool, self._used = b"", 0
+
     def take(self, size: int) -> bytes:
         if self._used + size > len(self._pool):
             self._pool, self._used = os.urandom(max(4096, size)), 0
@@ -99,6 +103,8 @@ class _GrantRandomness:
 
 
 _grant_randomness = _GrantRandomness()
+# A forked child must not mint the grants its parent will: it starts with nothing read ahead.
+os.register_at_fork(after_in_child=_grant_randomness.forget)
 
 
 def mint_grant() -> str:
@@ -184,7 +190,8 @@ class Dispatcher:
 
     async def _create_and_enqueue(self, request: ExecutionRequest, grant_hash: bytes) -> ExecutionRecord:
         """The row is queued to the writer before the request goes to Redis, so it is committed
-        before any result for it (the writer runs operations in order); the two overlap."""
+        before any result for it (the writer runs operations in order); the two overlap. (Both leave
+        on the next turn of the loop: the writer's hand-over was scheduled first, by `_create`.)"""
         creating = self._create(request, grant_hash)
         try:
             await self._enqueue(request)
@@ -246,14 +253,11 @@ class Dispatcher:
         """Wait (briefly) for results of `project` reported but not yet written, so a caller that
         was answered reads the record of its answer; with `execution_id`, also for that execution's
         row if it is being created (a worker may run it before its row is committed)."""
-        pending = [
-            committed
-            for key, (owner, committed) in list(self._recording.items())
-            if owner == project and execution_id in (None, key)
-        ]
-        creating = self._creating.get(execution_id) if execution_id is not None else None
-        if creating is not None and creating[0] == project:
-            pending.append(creating[1])
+        if execution_id is None:
+            pending = [committed for owner, committed in self._recording.values() if owner == project]
+        else:
+            writes = (self._recording.get(execution_id), self._creating.get(execution_id))
+            pending = [write[1] for write in writes if write is not None and write[0] == project]
         if pending:
             await asyncio.wait(pending, timeout=SETTLE_TIMEOUT_S)
 

@@ -28,7 +28,7 @@ LAST_USED_RESOLUTION_S: Final = 1.0  # how stale `last_used_at` may be (see mark
 class SecretMeta(msgspec.Struct, frozen=True, kw_only=True):
     """`previous_valid_until`: while a rotation's overlap window lasts, when the previous value stops
     being accepted (by verify_webhook only); null otherwise. `used_by`: the saved workflows that
-    reference the secret. `last_used_at`: the last execution that read it (null: never)."""
+    reference the secret. `last_used_at`: when an execution last read it, to within a second (null: never)."""
 
     name: str
     version: int

@@ -119,6 +119,7 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None  # the writer thread's
         self._queue: asyncio.Queue[_Pending] | None = None
         self._outgoing: list[_Pending] = []  # submitted in this turn of the main loop, not yet handed over
+        self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._next_seq = 1
@@ -136,6 +137,7 @@ class Writer:
         await ready
 
     async def stop(self) -> None:
+        self._stopping = True  # what is submitted from now on fails at once (see _hand_over)
         if self._loop is not None and self._runner is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._runner.cancel)
         if self._thread is not None:
@@ -163,6 +165,13 @@ class Writer:
             return
         finally:
             conn.close()
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Operations handed over that the stopped writer will never run: their callers hear so."""
+        assert self._queue is not None
+        while not self._queue.empty():
+            self._to_main(_settle, self._queue.get_nowait().future, _stopped())
 
     def _to_main(self, callback: Callable[..., Any], *args: Any) -> None:
         assert self._main is not None
@@ -175,7 +184,8 @@ class Writer:
         return await self.submit_nowait(operation, durable=durable)
 
     def submit_nowait(self, operation: Operation[T], *, durable: bool = True) -> "asyncio.Future[T]":
-        """`submit`, queued before this returns: operations run in the order they were queued."""
+        """`submit`, without waiting: handed to the writer's thread at the end of this turn of the
+        main loop, with whatever else this turn submitted; operations run in submission order."""
         if self._loop is None or self._queue is None:
             raise RuntimeError("the writer is not started")
         main = asyncio.get_running_loop()
@@ -191,10 +201,12 @@ class Writer:
         assert self._loop is not None and self._queue is not None
         outgoing, self._outgoing = self._outgoing, []
         try:
+            if self._stopping:
+                raise RuntimeError("the writer is stopping")
             self._loop.call_soon_threadsafe(_put_all, self._queue, outgoing)
-        except RuntimeError:  # the writer's loop is closed (its thread ended): nothing would run these
+        except RuntimeError:  # stopping, or its loop closed (its thread ended): nothing would run these
             for pending in outgoing:
-                _settle(pending.future, InternalError("the database writer has stopped; nothing was saved"))
+                _settle(pending.future, _stopped())
 
     def mark_published(self, seq: int) -> None:
         """Outbox rows up to `seq` may go; they are deleted with the next batch (no fsync of their own)."""
@@ -283,6 +295,10 @@ class Writer:
 
     def _fail_all(self, batch: list[_Pending], error: Exception) -> None:
         self._to_main(self._committed, [], [(pending.future, error) for pending in batch])
+
+
+def _stopped() -> InternalError:
+    return InternalError("the database writer has stopped; nothing was saved")
 
 
 def _put_all(queue: "asyncio.Queue[_Pending]", batch: list[_Pending]) -> None:

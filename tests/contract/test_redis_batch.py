@@ -1,6 +1,7 @@
 """CommandBatcher on the real Redis: callers of one loop turn share a batch, and its outcome."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -139,3 +140,39 @@ async def test_a_caller_cancelled_while_its_batch_is_on_the_wire_does_not_stop_t
     assert await asyncio.gather(*others) == [None, None]
     assert slow.cancelled() and len(batches) == 1
     assert await listed(redis_client, key) == [b"0", b"1"]
+
+
+async def test_callers_queued_behind_a_batch_that_times_out_fail_with_it(
+    batch_client: redis.Redis, prefix: str
+) -> None:
+    """Redis hangs: nobody waits longer than one timeout, however many batches were queued."""
+    batcher = CommandBatcher(batch_client, transaction=False, timeout_s=0.3)
+    stuck = asyncio.create_task(batcher.run(block_for(f"{prefix}:empty", 2.0)))
+    await asyncio.sleep(0.05)  # the first batch is on the wire
+    started = time.monotonic()
+    behind = [asyncio.create_task(batcher.run(push(f"{prefix}:behind", str(n)))) for n in range(3)]
+    outcomes = await asyncio.gather(stuck, *behind, return_exceptions=True)
+    assert all(isinstance(outcome, TimeoutError) for outcome in outcomes), outcomes
+    assert time.monotonic() - started < 0.3 + 0.2  # not a second timeout for the batch behind
+
+
+async def test_a_batch_after_an_error_reply_goes_on_a_fresh_connection(
+    batch_client: redis.Redis, redis_client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replies may be left unread after an error: that connection is closed, never reused as is."""
+    taken: list[Any] = []
+    pool = batch_client.connection_pool
+    real = pool.get_connection
+
+    async def recording(*args: Any, **kwargs: Any) -> Any:
+        taken.append(await real(*args, **kwargs))
+        return taken[-1]
+
+    monkeypatch.setattr(pool, "get_connection", recording)
+    await redis_client.set(f"{prefix}:string", "x")
+    batcher = CommandBatcher(batch_client, transaction=False, timeout_s=2.0)
+    with pytest.raises(ResponseError):
+        await batcher.run(push(f"{prefix}:string", "wrong type"), push(f"{prefix}:a", "1"))
+    assert not taken[0].is_connected
+    await batcher.run(push(f"{prefix}:after", "ok"))
+    assert await listed(redis_client, f"{prefix}:after") == [b"ok"]

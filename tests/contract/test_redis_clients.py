@@ -41,3 +41,10 @@ async def test_a_client_from_a_redis_url_packs_with_hiredis_and_works(client: re
 def test_tls_and_unix_socket_urls_keep_redis_pys_connections() -> None:
     for url in ("rediss://127.0.0.1:6380/0", "unix:///tmp/redis.sock"):
         assert redis_clients.from_url(url).connection_pool.connection_class is not HiredisPackedConnection
+
+
+def test_a_connection_with_another_text_encoding_packs_as_redis_py_does() -> None:
+    command = ("SET", "k", "café")
+    packed = b"".join(HiredisPackedConnection(encoding="latin-1").pack_command(*command))
+    assert packed == b"".join(Connection(encoding="latin-1").pack_command(*command))
+    assert b"caf\xe9" in packed

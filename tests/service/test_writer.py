@@ -46,3 +46,10 @@ async def test_a_write_after_the_writer_stopped_fails_with_a_clear_error(writer:
     await writer.stop()
     with pytest.raises(InternalError, match="writer has stopped"):
         await asyncio.wait_for(writer.submit(appending([], 1)), 5)
+
+
+async def test_a_write_submitted_as_the_writer_stops_fails_instead_of_waiting(writer: Writer) -> None:
+    submitted = writer.submit_nowait(appending([], 1))  # handed over at the end of this turn
+    await writer.stop()
+    with pytest.raises(InternalError, match="writer has stopped"):
+        await asyncio.wait_for(submitted, 5)

@@ -70,10 +70,16 @@ async def deltas(redis_url: str, streams: Streams, read_ahead: int) -> AsyncIter
 
 
 @pytest.fixture
+def protocol() -> int:
+    """The RESP version the listener speaks; a test sets it with `@pytest.mark.parametrize`."""
+    return 2
+
+
+@pytest.fixture
 async def feed(
-    redis_url: str, prefix: str, redis_client: redis.Redis, cache: SnapshotCache, deltas: HeldDeltas
+    redis_url: str, prefix: str, redis_client: redis.Redis, cache: SnapshotCache, deltas: HeldDeltas, protocol: int
 ) -> AsyncIterator[Feed]:
-    async for feed in follow_feed(redis_url, prefix, redis_client, cache, deltas):
+    async for feed in follow_feed(f"{redis_url}?protocol={protocol}", prefix, redis_client, cache, deltas):
         yield feed
 
 
@@ -175,6 +181,7 @@ def scene(
 # --- secret.put ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("protocol", [2, 3], ids=["RESP2", "RESP3"])
 @pytest.mark.parametrize("read_ahead", [0, READ_AHEAD], ids=["read after", "read ahead"])
 async def test_a_put_is_patched_from_its_delta_without_a_fetch(read_ahead: int, scene: Scene) -> None:
     cache, state = scene.cache, scene.loaded.state
