@@ -89,7 +89,7 @@ class _GrantRandomness:
     under load (profiled); one per 128 executions costs nothing to speak of."""
 
     def __init__(self) -> None:
-        self._pool, self._used = b"", 0
+        self.forget()
 
     def forget(self) -> None:
         """Drop what was read ahead (the next grant reads afresh)."""

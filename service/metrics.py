@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from contract.events import decode_event
+from contract.metric_series import CountAndTime
 from service.relay import OutboxRelay
 
 PREFIX: Final = "backend_secrets"
@@ -73,7 +74,6 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ("method", "route", "status")  # bounded: known methods, route patterns, statuses
-        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             f"{PREFIX}_http_requests", "HTTP requests answered, by route and status.", labels, registry=self.registry
         )
@@ -84,6 +84,7 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._answered = CountAndTime(self.requests, self.latency)
         self.batch_size = Histogram(
             f"{PREFIX}_writer_batch_size",
             "Write operations committed together in one SQLite transaction.",
@@ -101,14 +102,7 @@ class ServiceMetrics:
         ProcessCollector(registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
-        series = self._series.get((method, route, status))
-        if series is None:  # labels() checks and locks on every call: each series is looked up once
-            series = self._series[(method, route, status)] = (
-                self.requests.labels(method, route, status),
-                self.latency.labels(method, route, status),
-            )
-        series[0].inc()
-        series[1].observe(seconds)
+        self._answered.observe((method, route, status), seconds)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from contract.executions import ExecutionRequest, ExecutionResult
+from contract.metric_series import CountAndTime
 from worker.listener import ChangeListener
 from worker.snapshots import SnapshotCache
 
@@ -115,18 +116,10 @@ class WorkerMetrics:
         )
         self.registry.register(WorkerCollector(worker))
         ProcessCollector(registry=self.registry)
-        # status -> its counter and histogram: `labels()` checks and locks on every call, and the
-        # child it returns for a status stays the same for the registry's life.
-        self._by_status: dict[str, tuple[Counter, Histogram]] = {}
+        self._finished = CountAndTime(self.executions, self.duration)
 
     def observe_execution(self, status: str, seconds: float) -> None:
-        count, duration = self._by_status.get(status) or self._labelled(status)
-        count.inc()
-        duration.observe(seconds)
-
-    def _labelled(self, status: str) -> tuple[Counter, Histogram]:
-        children = self._by_status[status] = (self.executions.labels(status), self.duration.labels(status))
-        return children
+        self._finished.observe((status,), seconds)
 
     def timed(self, run: Run) -> Run:
         """`run`, counted and logged by the status of its result ("error" when it raises)."""
