@@ -8,6 +8,10 @@ This machine's speed drifts by a third within minutes (other tenants of the host
 engine throughput window sits between two ceiling windows, and its ratio is taken against the
 mean of those two: both sides of a ratio see the same machine.
 
+Last, bench.bare_relay moves the same webhooks over the engine's own Redis transport with none of
+the features the issues require (record, grant, secret, workflow, masking, audit): the floor,
+reported with 1 and 2 workers beside the ceiling, and what share of it the engine reaches.
+
 The details also say where a moderate-load execution spends its time (from the records' own
 timestamps: sent -> started -> finished -> answered) and the machine's load average,
 since the machine may be shared.
@@ -36,12 +40,14 @@ from bench.harness import (
     Project,
     Service,
     create_project,
+    delete_keys,
     free_port,
     print_figures,
     process_cpu_s,
     running_service,
     stop_process,
     summary,
+    unique_prefix,
     write_result,
 )
 
@@ -159,6 +165,47 @@ async def workers(service: Service, count: int) -> AsyncIterator[list[int]]:
 
 
 @asynccontextmanager
+async def bare_relay(workers_count: int) -> AsyncIterator[tuple[str, list[int]]]:
+    """bench.bare_relay's server and `workers_count` workers (the engine's transport, no feature):
+    the URL to post to, and the server's and workers' process ids."""
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "BENCH_PREFIX": unique_prefix("bare"),
+           "BENCH_SIGNING_KEY": SIGNING_KEY}  # fmt: skip
+    relay = "bench.bare_relay"
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", relay, "server", str(port), cwd=REPO, env=env)]
+    try:
+        await asyncio.sleep(1.0)  # the results reader is reading before any request is sent
+        for _ in range(workers_count):
+            procs.append(await asyncio.create_subprocess_exec(sys.executable, "-m", relay, "worker", cwd=REPO, env=env))
+        await asyncio.sleep(1.0)
+        yield f"http://127.0.0.1:{port}/hooks/bare", [proc.pid for proc in procs]
+    finally:
+        for proc in procs:
+            await stop_process(proc)
+        await delete_keys(REDIS_URL, env["BENCH_PREFIX"])
+
+
+async def bare_relay_runs(ceiling_url: str) -> dict[int, dict[str, float]]:
+    """Throughput of the bare relay with 1 and 2 workers, each window between two ceiling windows,
+    and the CPU its server and workers spend per execution (as for the engine)."""
+    runs: dict[int, dict[str, float]] = {}
+    for count in (1, 2):
+        async with bare_relay(count) as (url, pids):
+            before, _, _ = await drive(ceiling_url, THROUGHPUT_CLIENTS, WINDOW_S)
+            cpu_before = [process_cpu_s(pid) for pid in pids]
+            per_s, _, errors = await drive(url, THROUGHPUT_CLIENTS, WINDOW_S)
+            cpu_ms = [
+                (process_cpu_s(pid) - used) * 1000 / (per_s * WINDOW_S + 1e-9)
+                for pid, used in zip(pids, cpu_before, strict=True)
+            ]
+            after, _, _ = await drive(ceiling_url, THROUGHPUT_CLIENTS, WINDOW_S)
+        runs[count] = {"per_s": per_s, "errors": errors, "ceiling_mean": (before + after) / 2,
+                       "cpu_ms_per_execution_server": round(cpu_ms[0], 3),
+                       "cpu_ms_per_execution_workers": round(sum(cpu_ms[1:]), 3)}  # fmt: skip
+    return runs
+
+
+@asynccontextmanager
 async def ceiling_server() -> AsyncIterator[str]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CEILING_SERVER, str(port), cwd=REPO)
@@ -229,6 +276,7 @@ async def main() -> None:
     async with ceiling_server() as ceiling_url:
         async with running_service("webhooks", extra_env={"BACKEND_SECRETS_LOG_LEVEL": "WARNING"}) as service:
             runs = await engine_runs(service, ceiling_url)
+        bare = await bare_relay_runs(ceiling_url)
         _, ceiling_lat, ceiling_errors = await drive(ceiling_url, MODERATE_CLIENTS, WINDOW_S)
     ceiling_ms = summary(ceiling_lat)
     figures = []
@@ -249,13 +297,19 @@ async def main() -> None:
                    "in-process HMAC handler, same lean senders",
                    run["lean_driver"]["ceiling_mean"], "(reported)", True),  # type: ignore[index]
         ]  # fmt: skip
+    for count, floor in bare.items():
+        figures.append(Figure(f"bare relay executions/s, {count} worker(s), {THROUGHPUT_CLIENTS} senders",
+                              floor["per_s"], "executions/s", "in-process HMAC handler, windows around it",
+                              floor["ceiling_mean"], "(reported: the floor)", True))  # fmt: skip
     details = {
         "method": (f"{THROUGHPUT_CLIENTS} concurrent senders for throughput and {MODERATE_CLIENTS} for latency, "
                    f"{WINDOW_S:.0f} s windows after {WARMUP_S} s warm-up, each request a freshly signed "
                    "Stripe webhook through service -> executions stream -> worker -> result -> response; "
                    "each engine throughput window between two ceiling windows, its ratio against their mean; "
-                   "then the same three windows with bench.lean_http's driver (reported)"),
+                   "then the same three windows with bench.lean_http's driver (reported); last, bench.bare_relay "
+                   "(the same transport, no feature) between two ceiling windows, with 1 and 2 workers"),
         "runs": runs,
+        "bare_relay": bare,
         "ceiling": {"latency_ms": ceiling_ms, "latency_errors": ceiling_errors},
         "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "duration_s": round(time.monotonic() - started, 1),
@@ -267,6 +321,13 @@ async def main() -> None:
         print(f"  timeline p50 (ms), {count} worker(s), {MODERATE_CLIENTS} senders: {legs}")
         print(f"  CPU ms per execution, {count} worker(s): {run['cpu_ms_per_execution_32_senders']}")
         print(f"  ceiling executions/s around it: {run['ceiling_per_s']}")
+    for count, floor in bare.items():
+        engine_share = float(runs[count]["per_s"]) / floor["per_s"]  # type: ignore[arg-type]
+        print(
+            f"  bare relay, {count} worker(s): {floor['per_s']:,.0f}/s, {floor['per_s'] / floor['ceiling_mean']:.0%} "
+            f"of the ceiling; the engine reaches {engine_share:.0%} of it; CPU ms per execution: server "
+            f"{floor['cpu_ms_per_execution_server']}, workers {floor['cpu_ms_per_execution_workers']}"
+        )
     print(f"  load average: {load_at_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at the end")
 
 

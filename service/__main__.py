@@ -12,8 +12,9 @@ from service.app import create_app
 from service.settings import Settings
 
 log = logging.getLogger("service")
-# The event loop and the writer's thread share the GIL: a thread that wants it waits up to this
-# long for the other to let go (5 ms by default, which a webhook's answer would wait through).
+# The event loop shares the GIL with the threads that fsync and checkpoint for the writer and read
+# SQLite (aiosqlite): a thread that wants it waits up to this long for the loop to let go (5 ms
+# by default, which a durable write's answer would wait through after its fsync).
 SWITCH_INTERVAL_S = 0.0005
 
 

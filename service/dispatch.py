@@ -84,9 +84,9 @@ def queue_client(redis_url: str) -> redis.Redis:
 
 
 class _GrantRandomness:
-    """The OS's randomness for grants, read 4 KiB at a time. Each read releases the GIL, which the
-    writer's thread then holds for up to the switch interval: one read per execution cost ~13 µs
-    under load (profiled); one per 128 executions costs nothing to speak of."""
+    """The OS's randomness for grants, read 4 KiB at a time. Each read releases the GIL, which another
+    of the service's threads may then hold for up to the switch interval: one read per execution
+    cost ~13 µs under load (profiled); one per 128 executions costs nothing to speak of."""
 
     def __init__(self) -> None:
         self.forget()

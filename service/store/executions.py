@@ -9,11 +9,10 @@ create when it is due (service.dispatch): the project keeps its newest `keep` ex
 older than `max_age_s`; open executions whose grant is still live are never pruned. Open
 executions whose grant expired are marked timed out on the same pass.
 
-The execution path costs one statement per step (each aiosqlite call is a round trip to the
-writer's thread, and the writer runs a batch's statements one after another): create is one
-INSERT, claim one UPDATE, result one UPDATE (plus the reads it reports); the records they answer
-are built from what was written. When a claim or a result matches no open row, a second read
-finds out why (401, 404 or 409).
+The execution path costs one statement per step (the writer runs a batch's statements one
+after another, on the event loop): create is one INSERT, claim one UPDATE, result one UPDATE
+(plus the reads it reports); the records they answer are built from what was written. When a
+claim or a result matches no open row, a second read finds out why (401, 404 or 409).
 """
 
 import random

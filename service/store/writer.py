@@ -2,15 +2,18 @@
 
 Handlers submit an operation (an async function of a `Transaction`); the writer task runs all
 operations waiting at that moment inside one `BEGIN IMMEDIATE` transaction and one fsync, then
-answers each. That is group commit: 32 concurrent PUTs cost a few fsyncs, not 32.
+answers each. That is group commit: 32 concurrent PUTs cost a few fsyncs, not 32. A batch of
+bookkeeping only (`durable=False`) skips the fsync.
 
 Every event an operation emits is also an audit entry (service.store.audit), written in the same
 batch and attributed to the actor of the request that submitted the operation (service.actor).
 
-The writer runs on its own thread, with its own event loop and a plain sqlite3 connection
-(service.store.thread_conn), so an operation's statements run inline: no round trip to a
-connection thread per statement. Handlers on the main loop submit and await as before; answers
-and committed events come back to the main loop with `call_soon_threadsafe`.
+The writer is a task on the service's event loop with a plain sqlite3 connection
+(service.store.inline_conn): a batch's statements run inline, tens of µs each. What would hold the
+loop is elsewhere: the fsync and the checkpoints run on threads (service.store.syncer), and a
+database locked by another process is waited for with asyncio sleeps. The writer used to run on
+a thread of its own; that thread and the loop took turns at the GIL several times per change,
+which cost about 15% of the webhook throughput (measured on this machine, session 4).
 
 An operation validates before it writes, and raises an `ApiError` only before its first write:
 that error is its answer and the batch goes on. Any other exception rolls the batch back and
@@ -20,7 +23,6 @@ each of its operations is retried alone, so one broken operation cannot fail its
 import asyncio
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,20 +32,21 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import msgspec
 
-from contract import loops
 from contract.engine import EngineDelta, delta_encoder
 from contract.events import Event, encode_event
 from service.actor import CURRENT, Actor
 from service.errors import ApiError, InternalError, ServiceUnavailable
 from service.store.audit import NewEntry, entry_for_event, write_entries
 from service.store.db import fetch_one
-from service.store.thread_conn import open_thread_connection
+from service.store.inline_conn import WriterConnection, open_writer_connection
+from service.store.syncer import Syncer
 
 log = logging.getLogger("service.writer")
 
 T = TypeVar("T")
 Operation = Callable[["Transaction"], Awaitable[T]]
 MAX_BATCH = 256
+BUSY_RETRY_S = 0.005  # how often a locked database is tried again, up to the busy timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +64,7 @@ class Transaction:
     """What an operation sees: the connection, and `emit` to add an event to the outbox.
 
     Emitted events are written to the outbox together, in one statement just before the batch
-    commits (each aiosqlite statement is a round trip to the writer thread: one per batch, not
-    one per change).
+    commits: one per batch, not one per change.
     """
 
     conn: aiosqlite.Connection
@@ -112,71 +114,62 @@ class Writer:
         busy_timeout_ms: int,
         on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
-        self._db_path, self._busy_timeout_ms = db_path, busy_timeout_ms
+        self._db_path, self._busy_timeout_s = db_path, busy_timeout_ms / 1000
         self._on_commit, self._on_crash = on_commit, on_crash
-        self._conn: aiosqlite.Connection = cast(aiosqlite.Connection, None)  # set on the writer thread
-        self._main: asyncio.AbstractEventLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the writer thread's
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._outgoing: list[_Pending] = []  # submitted in this turn of the main loop, not yet handed over
-        self._stopping = False
+        self._conn: aiosqlite.Connection = cast(aiosqlite.Connection, None)  # set by start()
+        self._raw: WriterConnection | None = None
+        self._syncer = Syncer(db_path)
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop
         self._runner: asyncio.Task[None] | None = None
-        self._thread: threading.Thread | None = None
+        self._stopping = False
         self._next_seq = 1
         self._published_upto = 0
         self._cleaned_upto = 0
-        self._durable = True  # the connection opens with synchronous = FULL
         self.on_batch: Callable[[int, float], None] | None = None  # (operations, seconds), for metrics
 
     async def start(self) -> None:
-        """Start the writer thread; returns once its connection is open and it takes operations."""
-        self._main = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = self._main.create_future()
-        self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="sqlite-writer", daemon=True)
-        self._thread.start()
-        await ready
+        """Open the connection and start taking operations."""
+        self._raw = open_writer_connection(self._db_path)
+        self._conn = cast(aiosqlite.Connection, self._raw)  # the slice of aiosqlite's API operations use
+        row = self._raw.raw.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        self._next_seq = (int(row[0]) if row else 0) + 1
+        self._runner = asyncio.create_task(self.run(), name="sqlite-writer")
+        self._runner.add_done_callback(self._ended)
 
-    async def stop(self) -> None:
-        self._stopping = True  # what is submitted from now on fails at once (see _hand_over)
-        if self._loop is not None and self._runner is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._runner.cancel)
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10)
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """The batch running now finishes; what is queued behind it, or submitted from now on, fails."""
+        if not self._stopping:
+            self._stopping = True
+            self._queue.put_nowait(None)
+        if self._runner is not None and not self._runner.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._runner), timeout_s)
+            except TimeoutError:
+                self._runner.cancel()
+        self._fail_queued()
+        await asyncio.to_thread(self._syncer.close)
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
-    def _thread_main(self, ready: "asyncio.Future[None]") -> None:
-        try:
-            loops.run(self._serve(ready))
-        except BaseException as exc:
-            self._to_main(_settle, ready, exc)
-            if self._on_crash is not None:
-                self._to_main(self._on_crash, exc)
-
-    async def _serve(self, ready: "asyncio.Future[None]") -> None:
-        self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
-        conn = open_thread_connection(self._db_path, busy_timeout_ms=self._busy_timeout_ms)
-        try:
-            self._conn = cast(aiosqlite.Connection, conn)  # the slice of aiosqlite's API operations use
-            row = conn.raw.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-            self._next_seq = (int(row[0]) if row else 0) + 1
-            self._runner = asyncio.current_task()
-            self._to_main(_settle, ready, None)
-            await self.run()
-        except asyncio.CancelledError:
+    def _ended(self, runner: "asyncio.Task[None]") -> None:
+        if runner.cancelled():
             return
-        finally:
-            conn.close()
+        exc = runner.exception()
+        if exc is not None:
+            self._stopping = True
             self._fail_queued()
+            if self._on_crash is not None:
+                self._on_crash(exc)
+            else:
+                log.critical("the writer stopped on an unexpected error", exc_info=exc)
 
     def _fail_queued(self) -> None:
-        """Operations handed over that the stopped writer will never run: their callers hear so."""
-        assert self._queue is not None
+        """Operations queued that the stopped writer will never run: their callers hear so."""
         while not self._queue.empty():
-            self._to_main(_settle, self._queue.get_nowait().future, _stopped())
-
-    def _to_main(self, callback: Callable[..., Any], *args: Any) -> None:
-        assert self._main is not None
-        if not self._main.is_closed():
-            self._main.call_soon_threadsafe(callback, *args)
+            pending = self._queue.get_nowait()
+            if pending is not None:
+                _settle(pending.future, _stopped())
 
     async def submit(self, operation: Operation[T], *, durable: bool = True) -> T:
         """Run `operation` in the next batch. `durable=False` for bookkeeping that may be lost with
@@ -184,29 +177,16 @@ class Writer:
         return await self.submit_nowait(operation, durable=durable)
 
     def submit_nowait(self, operation: Operation[T], *, durable: bool = True) -> "asyncio.Future[T]":
-        """`submit`, without waiting: handed to the writer's thread at the end of this turn of the
-        main loop, with whatever else this turn submitted; operations run in submission order."""
-        if self._loop is None or self._queue is None:
+        """`submit`, without waiting. What is submitted before the writer's next turn of the loop
+        runs in one batch, in submission order."""
+        if self._runner is None:
             raise RuntimeError("the writer is not started")
-        main = asyncio.get_running_loop()
-        future: asyncio.Future[T] = main.create_future()
-        self._outgoing.append(_Pending(operation, future, durable, CURRENT.get()))
-        if len(self._outgoing) == 1:
-            main.call_soon(self._hand_over)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if self._stopping:
+            future.set_exception(_stopped())
+        else:
+            self._queue.put_nowait(_Pending(operation, future, durable, CURRENT.get()))
         return future
-
-    def _hand_over(self) -> None:
-        """Everything queued in this turn of the main loop, to the writer's thread in one wake-up
-        (each wake-up costs both threads a system call and a turn at the GIL)."""
-        assert self._loop is not None and self._queue is not None
-        outgoing, self._outgoing = self._outgoing, []
-        try:
-            if self._stopping:
-                raise RuntimeError("the writer is stopping")
-            self._loop.call_soon_threadsafe(_put_all, self._queue, outgoing)
-        except RuntimeError:  # stopping, or its loop closed (its thread ended): nothing would run these
-            for pending in outgoing:
-                _settle(pending.future, _stopped())
 
     def mark_published(self, seq: int) -> None:
         """Outbox rows up to `seq` may go; they are deleted with the next batch (no fsync of their own)."""
@@ -217,46 +197,65 @@ class Writer:
         return self._published_upto > self._cleaned_upto
 
     async def run(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
+        while (first := await self._queue.get()) is not None and not self._stopping:
+            batch = [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                pending = self._queue.get_nowait()
+                if pending is None:  # stop: the rest is failed by stop()
+                    break
+                batch.append(pending)
             started = time.perf_counter()
-            await self._run_batch(batch)
+            try:
+                await self._run_batch(batch)
+            except asyncio.CancelledError:  # stop() gave up waiting: nobody is left waiting forever
+                self._committed([], [(pending.future, _stopped()) for pending in batch])
+                raise
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - started)
+        if first is not None:
+            _settle(first.future, _stopped())
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        durable = any(pending.durable for pending in batch)
         try:
             outcomes, events = await self._commit(batch)
         except sqlite3.OperationalError as exc:
-            self._fail_all(batch, _busy_error(exc))
+            self._committed([], [(pending.future, _busy_error(exc)) for pending in batch])
             return
         except Exception:
             if len(batch) == 1:
                 log.exception("a write failed and was rolled back")
-                self._fail_all(batch, InternalError("the change could not be saved; it has been logged"))
+                failed = InternalError("the change could not be saved; it has been logged")
+                self._committed([], [(batch[0].future, failed)])
                 return
             for pending in batch:  # find the culprit: each alone
                 await self._run_batch([pending])
             return
-        # One hand-over to the main loop per batch: the events first, so the relay publishes as
-        # the answers go out.
-        self._to_main(
-            self._committed,
-            events,
-            [(pending.future, outcome) for pending, outcome in zip(batch, outcomes, strict=True)],
-        )
+        self._syncer.wrote()
+        settled = [(pending.future, outcome) for pending, outcome in zip(batch, outcomes, strict=True)]
+        if durable:
+            await self._sync(settled)
+        self._committed(events, settled)
+
+    async def _sync(self, settled: list[tuple["asyncio.Future[Any]", Any]]) -> None:
+        """The batch is on the disk before anyone hears of it. If the disk refuses, nothing said
+        about durability holds any more: the batch fails and the writer stops (on_crash)."""
+        try:
+            await self._syncer.sync()
+        except OSError as exc:
+            failed = InternalError("the change could not be made durable; the service stops")
+            self._committed([], [(future, failed) for future, _ in settled])
+            raise RuntimeError("fdatasync of the WAL failed") from exc
 
     def _committed(self, events: list[OutboxEntry], settled: list[tuple["asyncio.Future[Any]", Any]]) -> None:
+        """The events first, so the relay publishes as the answers go out."""
         if events:
             self._on_commit(events)
         for future, outcome in settled:
             _settle(future, outcome)
 
     async def _commit(self, batch: list[_Pending]) -> tuple[list[Any], list[OutboxEntry]]:
-        await self._begin(durable=any(pending.durable for pending in batch))
+        await self._begin()
         tx = Transaction(self._conn, self._next_seq)
         try:
             await self._cleanup_outbox()
@@ -283,27 +282,22 @@ class Writer:
             await self._conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
             self._cleaned_upto = upto
 
-    async def _begin(self, *, durable: bool) -> None:
-        """FULL fsyncs the WAL at commit; NORMAL leaves that to the next FULL commit or checkpoint:
-        still atomic and safe from a process crash, lost only with the machine (power cut, kernel).
-        The level can only change outside a transaction: both go in one round trip to the thread."""
-        if durable == self._durable:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            return
-        await self._conn.executescript(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}; BEGIN IMMEDIATE;")
-        self._durable = durable
-
-    def _fail_all(self, batch: list[_Pending], error: Exception) -> None:
-        self._to_main(self._committed, [], [(pending.future, error) for pending in batch])
+    async def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting for a lock someone else holds with asyncio sleeps (the
+        connection's busy timeout is zero, so SQLite itself never waits on the loop)."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(BUSY_RETRY_S)
 
 
 def _stopped() -> InternalError:
     return InternalError("the database writer has stopped; nothing was saved")
-
-
-def _put_all(queue: "asyncio.Queue[_Pending]", batch: list[_Pending]) -> None:
-    for pending in batch:
-        queue.put_nowait(pending)
 
 
 async def _noop(tx: Transaction) -> None:
@@ -326,9 +320,13 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_result(outcome)
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _busy_error(exc: sqlite3.OperationalError) -> ApiError:
     log.warning("write refused by SQLite: %s", exc)
-    if "locked" in str(exc) or "busy" in str(exc):
+    if _is_busy(exc):
         return ServiceUnavailable("the database is busy; try again shortly", code="database_busy")
     return ServiceUnavailable("the database cannot take writes right now", code="database_unavailable")
 

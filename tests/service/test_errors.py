@@ -37,6 +37,15 @@ async def test_malformed_json_never_echoes_the_body(api: TestClient, project: Pr
     assert CANARY not in await response.text()
 
 
+async def test_a_long_query_reaches_the_api_and_gets_its_error_shape(api: TestClient, project: Project) -> None:
+    """A 20 KiB request line (a long audit filter) is past aiohttp's default 8 KiB, which would answer
+    a plain-text 400 before the API saw it."""
+    response = await api.get(
+        f"/api/projects/{project.id}/audit", params={"name": "N" * 20_000}, headers=project.dashboard
+    )
+    await expect_error(response, 422)
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 async def test_a_body_that_is_not_json_is_415(api: TestClient, project: Project, content_type: str | None) -> None:
     headers = dict(project.dashboard)

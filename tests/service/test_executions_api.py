@@ -3,7 +3,6 @@
 import asyncio
 import base64
 import dataclasses
-import threading
 import time
 
 import pytest
@@ -77,10 +76,10 @@ async def test_an_execution_read_while_its_row_is_being_written_waits_for_it(
     api: TestClient, project: Project, run_url: str, worker: FakeWorker
 ) -> None:
     """A worker may hold the request before its row commits; a read of it in that moment waits."""
-    release = threading.Event()
+    release = asyncio.Event()
 
     async def hold_the_writer(tx: Transaction) -> None:
-        release.wait(5)  # on the writer's thread: what is queued behind it waits
+        await asyncio.wait_for(release.wait(), 5)  # mid-batch: what is queued behind it waits
 
     held = asyncio.ensure_future(api.app[WRITER].submit(hold_the_writer, durable=False))
     try:

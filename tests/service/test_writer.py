@@ -1,13 +1,18 @@
-"""The writer: operations submitted together run in the order they were submitted, in few hand-overs
-to its thread, and a write submitted after the writer stopped fails at once with a clear error."""
+"""The writer: operations submitted together run in the order they were submitted, and a write
+submitted after the writer stopped fails at once with a clear error."""
 
 import asyncio
+import errno
+import os
+import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from service.errors import InternalError
+from service.errors import InternalError, ServiceUnavailable
 from service.store.db import connect
 from service.store.migrations import migrate
 from service.store.writer import Transaction, Writer
@@ -15,16 +20,51 @@ from service.store.writer import Transaction, Writer
 pytestmark = pytest.mark.timeout(20)
 
 
+BUSY_TIMEOUT_MS = 1000
+
+
 @pytest.fixture
-async def writer(tmp_path: Path) -> AsyncIterator[Writer]:
-    db_path = tmp_path / "writer.db"
-    setup = await connect(db_path, busy_timeout_ms=1000)
+async def db_path(tmp_path: Path) -> Path:
+    path = tmp_path / "writer.db"
+    setup = await connect(path, busy_timeout_ms=BUSY_TIMEOUT_MS)
     await migrate(setup)
     await setup.close()
-    writer = Writer(db_path, on_commit=lambda entries: None, busy_timeout_ms=1000)
+    return path
+
+
+@pytest.fixture
+async def writer(db_path: Path) -> AsyncIterator[Writer]:
+    writer = Writer(db_path, on_commit=lambda entries: None, busy_timeout_ms=BUSY_TIMEOUT_MS)
     await writer.start()
     yield writer
     await writer.stop()
+
+
+def remembering(key: str):  # type: ignore[no-untyped-def]
+    async def operation(tx: Transaction) -> str:
+        await tx.conn.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (key,))
+        return key
+
+    return operation
+
+
+def wal_of(db_path: Path) -> Path:
+    return Path(f"{db_path}-wal").resolve()
+
+
+def synced_files(monkeypatch: pytest.MonkeyPatch, *, hold: threading.Event | None = None) -> list[Path]:
+    """The files fdatasync is called on from now on; with `hold`, each call waits for it first."""
+    synced: list[Path] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        if hold is not None:
+            hold.wait(5)
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    return synced
 
 
 def appending(ran: list[int], n: int):  # type: ignore[no-untyped-def]
@@ -53,3 +93,73 @@ async def test_a_write_submitted_as_the_writer_stops_fails_instead_of_waiting(wr
     await writer.stop()
     with pytest.raises(InternalError, match="writer has stopped"):
         await asyncio.wait_for(submitted, 5)
+
+
+async def test_a_durable_write_is_answered_once_the_wal_is_fsynced(
+    db_path: Path, writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = synced_files(monkeypatch)
+    assert await writer.submit(remembering("bookkeeping"), durable=False) == "bookkeeping"
+    assert synced == []  # no fsync of its own
+    assert await writer.submit(remembering("change")) == "change"
+    assert synced == [wal_of(db_path)]
+
+
+async def test_a_durable_write_waits_for_its_fsync_and_the_loop_does_not(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold = threading.Event()
+    synced_files(monkeypatch, hold=hold)
+    answer = asyncio.ensure_future(writer.submit(remembering("change")))
+    waited = time.monotonic()
+    await asyncio.sleep(0.2)  # the loop turns while the fsync is held
+    assert time.monotonic() - waited < 1.0
+    assert not answer.done()  # committed, not yet on the disk: nobody hears of it
+    hold.set()
+    assert await asyncio.wait_for(answer, 5) == "change"
+
+
+async def test_a_failed_fsync_fails_its_batch_and_stops_the_writer(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashes: list[BaseException] = []
+    writer = Writer(db_path, on_commit=lambda entries: None, busy_timeout_ms=BUSY_TIMEOUT_MS, on_crash=crashes.append)
+    await writer.start()
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    try:
+        with pytest.raises(InternalError, match="could not be made durable"):
+            await writer.submit(remembering("change"))
+        await asyncio.sleep(0.05)  # the writer's task ends
+        assert len(crashes) == 1
+        with pytest.raises(InternalError, match="writer has stopped"):
+            await writer.submit(remembering("later"), durable=False)
+    finally:
+        monkeypatch.undo()
+        await writer.stop()
+
+
+async def test_a_locked_database_is_waited_for_on_the_loop_then_refused(db_path: Path, writer: Writer) -> None:
+    """Another process holds the write lock: the write waits the busy timeout without holding
+    the loop, is refused with 503 database_busy, and the next one goes through once it is free."""
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        answer = asyncio.ensure_future(writer.submit(remembering("locked out"), durable=False))
+        longest_gap, started = 0.0, time.monotonic()
+        while not answer.done() and time.monotonic() - started < 5:
+            tick = time.monotonic()
+            await asyncio.sleep(0.01)
+            longest_gap = max(longest_gap, time.monotonic() - tick)
+        with pytest.raises(ServiceUnavailable) as refused:
+            await answer
+        assert refused.value.error_code == "database_busy"
+        assert BUSY_TIMEOUT_MS / 1000 <= time.monotonic() - started < 3
+        assert longest_gap < 0.2  # SQLite never waited on the loop
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await writer.submit(remembering("after"), durable=False) == "after"

@@ -1,8 +1,10 @@
-"""A plain sqlite3 connection behind the slice of aiosqlite's API that store operations use.
+"""The writer's plain sqlite3 connection, behind the slice of aiosqlite's API that store operations use.
 
-The writer runs its operations on its own thread and event loop, where this connection lives:
-every statement runs inline, with none of aiosqlite's round trips to a connection thread (each
-one ~0.1-0.3 ms on a small VM, several per change). Only the writer thread may touch it.
+The writer runs its operations on the service's event loop and every statement runs inline: no
+round trip to a connection thread (aiosqlite's cost ~0.1-0.3 ms each on a small VM, several per
+change), and no thread sharing the GIL with the loop. Nothing here waits: the connection's busy
+timeout is zero (the writer waits for a lock with asyncio sleeps), its commits do not fsync and it
+never checkpoints (the writer's syncer thread does both; service.store.writer).
 """
 
 import sqlite3
@@ -59,7 +61,7 @@ class Result:
             await self._cursor.close()
 
 
-class ThreadConnection:
+class WriterConnection:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.raw = conn
 
@@ -89,10 +91,11 @@ class ThreadConnection:
         self.raw.close()
 
 
-def open_thread_connection(path: Path, *, busy_timeout_ms: int) -> ThreadConnection:
-    """The writer's connection, with the durability of service.store.db.connect (WAL, FULL)."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
-    for pragma in (f"busy_timeout = {int(busy_timeout_ms)}", "journal_mode = WAL", "synchronous = FULL",
+def open_writer_connection(path: Path) -> WriterConnection:
+    """WAL, commits that leave the fsync to the caller (NORMAL: still atomic and safe from a process
+    crash), no automatic checkpoint, and a lock taken by someone else reported at once."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    for pragma in ("busy_timeout = 0", "journal_mode = WAL", "synchronous = NORMAL", "wal_autocheckpoint = 0",
                    "foreign_keys = ON"):  # fmt: skip
         conn.execute(f"PRAGMA {pragma}")
-    return ThreadConnection(conn)
+    return WriterConnection(conn)
