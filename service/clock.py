@@ -9,8 +9,7 @@ import math
 import time
 from datetime import UTC, datetime
 
-_formatted_second = -1
-_second_prefix = ""
+_second_formatted: tuple[int, str] = (-1, "")  # one tuple, so a reader never pairs two seconds
 
 
 def now_rfc3339() -> str:
@@ -19,15 +18,16 @@ def now_rfc3339() -> str:
 
 def rfc3339(unix: float) -> str:
     """A Unix time in the same form as `now_rfc3339`."""
-    global _formatted_second, _second_prefix
+    global _second_formatted
     second = math.floor(unix)
     micro = round((unix - second) * 1_000_000)
     if micro == 1_000_000:
         second, micro = second + 1, 0
-    if second != _formatted_second:
-        _second_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _formatted_second = second
-    return f"{_second_prefix}.{micro:06d}Z"
+    cached, prefix = _second_formatted
+    if second != cached:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_formatted = (second, prefix)
+    return f"{prefix}.{micro:06d}Z"
 
 
 def parse_rfc3339(text: str) -> str:

@@ -2,9 +2,11 @@
 
 The writer runs its operations on the service's event loop and every statement runs inline: no
 round trip to a connection thread (aiosqlite's cost ~0.1-0.3 ms each on a small VM, several per
-change), and no thread sharing the GIL with the loop. Nothing here waits: the connection's busy
-timeout is zero (the writer waits for a lock with asyncio sleeps), its commits do not fsync and it
-never checkpoints (the writer's syncer thread does both; service.store.writer).
+change), and no thread sharing the GIL with the loop. Little here waits: the connection's busy
+timeout is zero (the writer waits for a lock with asyncio sleeps), it never checkpoints, and its
+commits do not fsync (the writer's syncer threads do both; service.store.syncer), except the WAL
+header's when the WAL starts over after a checkpoint (synchronous = NORMAL does that: about once
+a second under load, one fsync on the loop).
 """
 
 import sqlite3

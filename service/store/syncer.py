@@ -3,7 +3,9 @@
 The writer commits with synchronous = NORMAL: a commit is in the WAL, atomic and safe from a
 process crash, but not yet on the disk. A batch that must survive a power cut awaits `sync()`,
 an fdatasync of the WAL file: what synchronous = FULL does inside COMMIT (an fsync flushes the
-file, whichever descriptor asks for it), without holding the loop for it.
+file, whichever descriptor asks for it), without holding the loop for it. The descriptor is opened
+once and kept: Linux reports a write-back error once to each open file, so a descriptor opened
+after an error (say, seen first by a checkpoint) would not hear of it.
 
 Checkpoints copy the WAL into the database file and fsync both. SQLite would run them inside a
 commit every 1,000 pages, on the loop; here they run on their own thread and connection, at most
@@ -42,12 +44,18 @@ class Syncer:
         self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-sync")
         self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
         self._checkpointer: sqlite3.Connection | None = None  # opened on the checkpoint thread
+        self._wal_fd: int | None = None  # opened on the sync thread, at the first sync
         self._checkpoint: Future[Checkpointed] | None = None
         self._next_checkpoint_at = 0.0
 
     async def sync(self) -> None:
         """Every commit so far is on the disk once this returns (raises OSError if the disk says no)."""
-        await asyncio.get_running_loop().run_in_executor(self._sync_thread, _fdatasync, self._wal_path)
+        await asyncio.get_running_loop().run_in_executor(self._sync_thread, self._fdatasync)
+
+    def _fdatasync(self) -> None:
+        if self._wal_fd is None:  # after a commit: the WAL exists, and lives as long as the writer's connection
+            self._wal_fd = os.open(self._wal_path, os.O_RDWR)
+        os.fdatasync(self._wal_fd)
 
     def wrote(self) -> "Future[Checkpointed] | None":
         """Called after each commit: starts a checkpoint when one is due and none is running (and
@@ -72,14 +80,9 @@ class Syncer:
         self._checkpoint_thread.shutdown(wait=True)
         if self._checkpointer is not None:
             self._checkpointer.close()
-
-
-def _fdatasync(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
 
 
 def _log_failure(done: "Future[Checkpointed]") -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from contract.events import ProjectCreated
 from service.errors import InternalError, ServiceUnavailable
 from service.store.db import connect
 from service.store.migrations import migrate
-from service.store.writer import Transaction, Writer
+from service.store.writer import OutboxEntry, Transaction, Writer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -44,6 +45,16 @@ def remembering(key: str):  # type: ignore[no-untyped-def]
     async def operation(tx: Transaction) -> str:
         await tx.conn.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (key,))
         return key
+
+    return operation
+
+
+def announcing(project: str):  # type: ignore[no-untyped-def]
+    """A change with an event (for a project that does not exist: no audit row, the outbox row stays)."""
+
+    async def operation(tx: Transaction) -> str:
+        await tx.emit(ProjectCreated(seq=0, project=project, revision=1))
+        return project
 
     return operation
 
@@ -105,18 +116,44 @@ async def test_a_durable_write_is_answered_once_the_wal_is_fsynced(
     assert synced == [wal_of(db_path)]
 
 
-async def test_a_durable_write_waits_for_its_fsync_and_the_loop_does_not(
+async def test_a_durable_change_waits_for_its_fsync_and_the_loop_does_not(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[list[OutboxEntry]] = []
+    writer = Writer(db_path, on_commit=published.append, busy_timeout_ms=BUSY_TIMEOUT_MS)
+    await writer.start()
+    hold = threading.Event()
+    synced_files(monkeypatch, hold=hold)
+    try:
+        answer = asyncio.ensure_future(writer.submit(announcing("change")))
+        waited = time.monotonic()
+        await asyncio.sleep(0.2)  # the loop turns while the fsync is held
+        assert time.monotonic() - waited < 1.0
+        assert not answer.done() and published == []  # committed, not on the disk: nobody hears of it
+        hold.set()
+        assert await asyncio.wait_for(answer, 5) == "change"
+        assert len(published) == 1  # the event goes to the relay with the answer
+    finally:
+        hold.set()
+        await writer.stop()
+
+
+async def test_a_change_whose_fsync_outlasts_stop_is_answered_that_it_may_not_be_saved(
     writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hold = threading.Event()
     synced_files(monkeypatch, hold=hold)
     answer = asyncio.ensure_future(writer.submit(remembering("change")))
-    waited = time.monotonic()
-    await asyncio.sleep(0.2)  # the loop turns while the fsync is held
-    assert time.monotonic() - waited < 1.0
-    assert not answer.done()  # committed, not yet on the disk: nobody hears of it
+    await asyncio.sleep(0.05)  # its batch waits for the fsync; this one queues behind it
+    behind = writer.submit_nowait(remembering("behind"))
+    stopping = asyncio.ensure_future(writer.stop(timeout_s=0.2))
+    await asyncio.sleep(0.5)  # stop gave up waiting for the held fsync
     hold.set()
-    assert await asyncio.wait_for(answer, 5) == "change"
+    await asyncio.wait_for(stopping, 5)  # and does not raise
+    with pytest.raises(InternalError, match="may not have been saved"):
+        await answer
+    with pytest.raises(InternalError, match="writer has stopped"):
+        await behind
 
 
 async def test_a_failed_fsync_fails_its_batch_and_stops_the_writer(
@@ -158,7 +195,7 @@ async def test_a_locked_database_is_waited_for_on_the_loop_then_refused(db_path:
             await answer
         assert refused.value.error_code == "database_busy"
         assert BUSY_TIMEOUT_MS / 1000 <= time.monotonic() - started < 3
-        assert longest_gap < 0.2  # SQLite never waited on the loop
+        assert longest_gap < 0.5  # SQLite never waited on the loop (it would for the whole busy timeout)
     finally:
         other.execute("ROLLBACK")
         other.close()
