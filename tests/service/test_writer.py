@@ -100,7 +100,7 @@ async def test_a_write_after_the_writer_stopped_fails_with_a_clear_error(writer:
 
 
 async def test_a_write_submitted_as_the_writer_stops_fails_instead_of_waiting(writer: Writer) -> None:
-    submitted = writer.submit_nowait(appending([], 1))  # handed over at the end of this turn
+    submitted = writer.submit_nowait(appending([], 1))  # queued; the writer has not taken it yet
     await writer.stop()
     with pytest.raises(InternalError, match="writer has stopped"):
         await asyncio.wait_for(submitted, 5)
