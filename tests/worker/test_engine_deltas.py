@@ -162,6 +162,15 @@ class Scene:
     async def announce_put(self, seq: int, revision: int, secret: EngineSecret) -> None:
         await announce_put(self.feed, self.streams, seq, self.project, revision, secret)
 
+    async def put_v2_with_its_delta_held(self) -> asyncio.Event:
+        """N = "v2" is put and its event applied while its delta's read is held: set the returned
+        event to let the read land."""
+        release = self.deltas.hold()
+        revision, written = await self.put_and_read("N", "v2")
+        await self.announce_put(2, revision, written)
+        await self.feed.wait_applied(1)
+        return release
+
 
 @pytest.fixture
 def scene(
@@ -331,10 +340,7 @@ async def test_a_revision_gap_drops_without_reading_a_delta(scene: Scene) -> Non
 
 
 async def test_a_delta_overtaken_by_a_newer_event_is_not_kept(scene: Scene) -> None:
-    release = scene.deltas.hold()
-    revision, written = await scene.put_and_read("N", "v2")
-    await scene.announce_put(2, revision, written)
-    await scene.feed.wait_applied(1)
+    release = await scene.put_v2_with_its_delta_held()
     newer, newest = await scene.put_and_read("N", "v3")
     await scene.announce_put(3, newer, newest)  # arrives while the first delta is out
     await scene.feed.wait_applied(2)
@@ -348,10 +354,7 @@ async def test_a_delta_overtaken_by_a_newer_event_is_not_kept(scene: Scene) -> N
 
 
 async def test_a_delta_read_across_a_drop_all_is_not_kept(scene: Scene) -> None:
-    release = scene.deltas.hold()
-    revision, written = await scene.put_and_read("N", "v2")
-    await scene.announce_put(2, revision, written)
-    await scene.feed.wait_applied(1)
+    release = await scene.put_v2_with_its_delta_held()
     scene.cache.drop_all("test: events were missed")
     release.set()
     await landed(scene.loaded.state)
