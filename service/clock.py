@@ -35,4 +35,8 @@ def parse_rfc3339(text: str) -> str:
     parsed = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("an RFC 3339 time needs an offset (Z or +hh:mm)")
-    return parsed.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+00:09 is before year 1 in UTC (the fuzzer found it)
+        raise ValueError("the time is outside years 1 to 9999 in UTC") from None
+    return in_utc.isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -241,6 +241,8 @@ async def test_paging_and_filters(api: TestClient, project: Project, settings: S
         {"before": "x"},
         {"since": "yesterday"},
         {"until": "2024-01-01T00:00:00"},
+        {"until": "0001-01-01T00:06:00+00:09"},  # before year 1 in UTC (found by the fuzzer: it was a 500)
+        {"since": "9999-12-31T23:59:00-01:00"},  # after year 9999 in UTC
     ):
         response = await api.get(f"{base}/audit", params={k: str(v) for k, v in bad.items()}, headers=project.dashboard)
         await expect_error(response, 422)
